@@ -1,0 +1,1 @@
+"""MobileDet backbones + SSDLite head, anchors, box coder, training and export."""
