@@ -1,0 +1,290 @@
+"""Release gates: decide whether one converted model may be published. Pure logic, no TF.
+
+`evaluate_gates(entry_metrics, config, baseline)` runs every check and returns a GateDecision
+whose checks all appear, each with its value and threshold, whether or not it applies:
+
+==================  =========================================================================
+map_drop            gate metric drop against the run's float32 reference <= max_map_drop[prec]
+min_map             gate metric >= gates.min_map (0 = off)
+contract            the output-contract validation passed (gates.require_contract)
+latency             measured latency <= gates.max_latency_ms (None = off)
+edgetpu_mapping     every op except the SSD post-process maps to the Edge TPU (where compiled);
+                    a missing compiler is "not_installed" and passes unless
+                    gates.require_edgetpu_compiler
+regression          gate metric drop against the last published release of the same model,
+                    variant and precision <= gates.regression_tolerance (none on a first release)
+==================  =========================================================================
+
+`entry_metrics` keys: variant, precision, map (the gate metric's value), reference_map (the
+float32 value of the same run), contract_passed, latency_ms, and edgetpu (absent or None when
+not applicable): {status: compiled|not_installed|failed|skipped, ops_total, ops_on_tpu,
+ops_on_cpu, unmapped_ops: [name or {op|name, count, reason}]}. `baseline` is what
+`include.store.last_published` returns (needs `map`, optionally `metric` and `version`).
+Everything in a decision is plain JSON (it is written into the release manifest).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Mapping
+
+CHECK_NAMES = ("map_drop", "min_map", "contract", "latency", "edgetpu_mapping", "regression")
+# The SSD post-process op always runs on the CPU; the compiler's log lists it as CUSTOM.
+POSTPROCESS_OPS = ("TFLite_Detection_PostProcess", "CUSTOM")
+EDGETPU_STATUSES = ("compiled", "not_installed", "failed", "skipped")
+_EPS = 1e-9
+
+
+@dataclass
+class GateCheck:
+    """One check. status: pass | fail | off | not_applicable | not_installed | skipped |
+    no_baseline | not_comparable (the last six pass)."""
+
+    name: str
+    passed: bool
+    value: Any
+    threshold: Any
+    detail: str
+    status: str = "pass"
+
+
+@dataclass
+class GateDecision:
+    variant: str
+    precision: str
+    metric: str
+    map: float | None
+    passed: bool
+    checks: list[GateCheck] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
+
+    def check(self, name: str) -> GateCheck:
+        for c in self.checks:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> "GateDecision":
+        data = dict(data)
+        data["checks"] = [GateCheck(**c) for c in data.get("checks", [])]
+        return cls(**data)
+
+    def summary(self) -> str:
+        head = f"{self.variant}/{self.precision}: {'PASS' if self.passed else 'FAIL'}"
+        return head + ("" if self.passed else " - " + "; ".join(self.reasons))
+
+
+def _num(value: Any) -> float | None:
+    """A finite float, or None (missing, NaN, not a number). numpy scalars become floats."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out if math.isfinite(out) else None
+
+
+def _r(value: float | None) -> float | None:
+    return None if value is None else round(value, 6)
+
+
+def _gates_of(config):
+    return getattr(config, "gates", config)
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+# --------------------------------------------------------------------------------------------
+# The checks
+# --------------------------------------------------------------------------------------------
+def _check_map_drop(m, ref, precision, metric, gates) -> GateCheck:
+    limit = gates.max_drop(precision)
+    if ref is None and precision == "float32":
+        ref = m  # float32 is the reference itself
+    if m is None:
+        return GateCheck("map_drop", False, None, limit, f"no {metric} was measured for this "
+                         "model, so its drop cannot be checked", "fail")
+    if ref is None:
+        return GateCheck("map_drop", False, None, limit, f"no float32 reference {metric} from "
+                         "this run to compare with", "fail")
+    drop = ref - m
+    ok = drop <= limit + _EPS
+    detail = (f"{metric} {_fmt(m)} vs float32 reference {_fmt(ref)}: drop {drop:.3f}, "
+              f"limit {limit:.3f} for {precision}")
+    return GateCheck("map_drop", ok, _r(drop), limit, detail, "pass" if ok else "fail")
+
+
+def _check_min_map(m, metric, gates) -> GateCheck:
+    floor = gates.min_map
+    if floor <= 0:
+        return GateCheck("min_map", True, _r(m), floor, "gates.min_map is 0: off", "off")
+    if m is None:
+        return GateCheck("min_map", False, None, floor, f"no {metric} was measured", "fail")
+    ok = m >= floor - _EPS
+    return GateCheck("min_map", ok, _r(m), floor,
+                     f"{metric} {_fmt(m)} {'>=' if ok else '<'} minimum {floor:.3f}",
+                     "pass" if ok else "fail")
+
+
+def _check_contract(entry, gates) -> GateCheck:
+    value = entry.get("contract_passed")
+    value = None if value is None else bool(value)
+    failures = entry.get("contract_failures")
+    if not gates.require_contract:
+        return GateCheck("contract", True, value, True, "gates.require_contract is false: off",
+                         "off")
+    if value is None:
+        return GateCheck("contract", False, None, True, "the output contract was not validated",
+                         "fail")
+    detail = "output contract validated" if value else "output contract validation failed"
+    if not value and failures:
+        detail += ": " + "; ".join(str(f) for f in failures)
+    return GateCheck("contract", value, value, True, detail, "pass" if value else "fail")
+
+
+def _check_latency(entry, gates) -> GateCheck:
+    lat = _num(entry.get("latency_ms"))
+    limit = gates.max_latency_ms
+    if limit is None:
+        return GateCheck("latency", True, _r(lat), None, "gates.max_latency_ms is not set: off",
+                         "off")
+    if lat is None:
+        return GateCheck("latency", False, None, limit, "latency was not measured", "fail")
+    ok = lat <= limit + _EPS
+    return GateCheck("latency", ok, _r(lat), limit,
+                     f"{lat:.2f} ms {'<=' if ok else '>'} limit {limit:.2f} ms",
+                     "pass" if ok else "fail")
+
+
+def _op_name(op) -> str:
+    if isinstance(op, Mapping):
+        return str(op.get("op") or op.get("name") or op.get("operator") or "?")
+    return str(op)
+
+
+def _op_count(op) -> int:
+    if isinstance(op, Mapping):
+        count = _num(op.get("count"))
+        return int(count) if count is not None else 1
+    return 1
+
+
+def _check_edgetpu(entry, gates) -> GateCheck:
+    tpu = entry.get("edgetpu")
+    name = "edgetpu_mapping"
+    if not tpu:
+        return GateCheck(name, True, None, None, "not compiled for the Edge TPU: not applicable",
+                         "not_applicable")
+    status = tpu.get("status")
+    if status == "not_installed":
+        ok = not gates.require_edgetpu_compiler
+        detail = "edgetpu_compiler is not installed, so op mapping was not checked"
+        if not ok:
+            detail += " (gates.require_edgetpu_compiler is true)"
+        return GateCheck(name, ok, None, 0, detail, "not_installed")
+    if status == "skipped":
+        why = tpu.get("reason") or tpu.get("detail") or "compilation was skipped"
+        return GateCheck(name, True, None, 0, str(why), "skipped")
+    if status == "failed":
+        ok = not gates.require_edgetpu_mapped
+        err = tpu.get("error") or tpu.get("detail") or "no message"
+        return GateCheck(name, ok, None, 0, f"the Edge TPU compiler failed: {err}",
+                         "fail" if not ok else "off")
+    if status != "compiled":
+        return GateCheck(name, False, None, 0, f"unknown Edge TPU status {status!r}; expected "
+                         f"one of {', '.join(EDGETPU_STATUSES)}", "fail")
+
+    total, on_tpu = tpu.get("ops_total"), tpu.get("ops_on_tpu")
+    on_cpu = _num(tpu.get("ops_on_cpu"))
+    listed = tpu.get("unmapped_ops")
+    if listed is not None:
+        bad = [op for op in listed if _op_name(op) not in POSTPROCESS_OPS]
+        bad_count = sum(_op_count(op) for op in bad)
+        bad_names = sorted({_op_name(op) for op in bad})
+    elif on_cpu is not None:  # counts only: the post-process op is expected on the CPU
+        bad_count, bad_names = max(0, int(on_cpu) - 1), []
+    else:
+        ok = not gates.require_edgetpu_mapped
+        return GateCheck(name, ok, None, 0,
+                         "the compiler reported no op counts, so mapping cannot be checked",
+                         "fail" if not ok else "off")
+    counts = f"{on_tpu}/{total} ops on the Edge TPU, {_fmt_int(on_cpu)} on the CPU"
+    if bad_count == 0:
+        return GateCheck(name, True, 0, 0, counts + " (only the SSD post-process op on the CPU)",
+                         "pass")
+    detail = counts + f"; {bad_count} op(s) besides the post-process stay on the CPU"
+    if bad_names:
+        detail += ": " + ", ".join(bad_names)
+    if not gates.require_edgetpu_mapped:
+        return GateCheck(name, True, bad_count, 0,
+                         detail + " (gates.require_edgetpu_mapped is false: off)", "off")
+    return GateCheck(name, False, bad_count, 0, detail, "fail")
+
+
+def _fmt_int(value) -> str:
+    return "?" if value is None else str(int(value))
+
+
+def _check_regression(m, metric, baseline, variant, precision, gates) -> GateCheck:
+    tol = gates.regression_tolerance
+    if not baseline:
+        return GateCheck("regression", True, None, tol, f"first release of {variant}/{precision}"
+                         ": no published baseline", "no_baseline")
+    base = _num(baseline.get("map"))
+    base_metric = baseline.get("metric")
+    version = baseline.get("version", "?")
+    if base is None or (base_metric and base_metric != metric):
+        what = f"measured {base_metric}" if base_metric and base_metric != metric else \
+            f"has no {metric} value"
+        return GateCheck("regression", True, None, tol, f"baseline {version} {what}; the gates "
+                         f"read {metric}: not comparable", "not_comparable")
+    if m is None:
+        return GateCheck("regression", False, None, tol, f"no {metric} was measured to compare "
+                         f"with release {version}", "fail")
+    drop = base - m
+    ok = drop <= tol + _EPS
+    detail = (f"{metric} {_fmt(m)} vs {_fmt(base)} in release {version}: drop {drop:.3f}, "
+              f"tolerance {tol:.3f}")
+    return GateCheck("regression", ok, _r(drop), tol, detail, "pass" if ok else "fail")
+
+
+_REASON = {
+    "map_drop": "{metric} drop against the float32 reference is too large: {detail}",
+    "min_map": "{metric} is below the minimum: {detail}",
+    "contract": "output contract: {detail}",
+    "latency": "too slow: {detail}",
+    "edgetpu_mapping": "Edge TPU mapping: {detail}",
+    "regression": "regression against the last release: {detail}",
+}
+
+
+def evaluate_gates(entry_metrics: Mapping, config, baseline: Mapping | None = None
+                   ) -> GateDecision:
+    """Run every gate on one converted model; `config` is a PipelineConfig or GateConfig."""
+    gates = _gates_of(config)
+    entry = dict(entry_metrics or {})
+    variant = str(entry.get("variant", "?"))
+    precision = str(entry.get("precision", "?"))
+    metric = gates.metric
+    m = _num(entry.get("map"))
+    ref = _num(entry.get("reference_map"))
+    checks = [
+        _check_map_drop(m, ref, precision, metric, gates),
+        _check_min_map(m, metric, gates),
+        _check_contract(entry, gates),
+        _check_latency(entry, gates),
+        _check_edgetpu(entry, gates),
+        _check_regression(m, metric, dict(baseline) if baseline else None, variant, precision,
+                          gates),
+    ]
+    reasons = [_REASON[c.name].format(metric=metric, detail=c.detail)
+               for c in checks if not c.passed]
+    return GateDecision(variant=variant, precision=precision, metric=metric, map=_r(m),
+                        passed=all(c.passed for c in checks), checks=checks, reasons=reasons)

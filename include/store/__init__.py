@@ -1,0 +1,34 @@
+"""Artifact store over Airflow's ObjectStoragePath (local folder or s3://), and publishing.
+
+Importing this package does not import Airflow; opening a store does.
+"""
+from include.store.manifest import (
+    LATEST,
+    MANIFEST,
+    PublishResult,
+    last_published,
+    latest,
+    list_versions,
+    make_version,
+    manifest_key,
+    publish,
+    read_manifest,
+)
+from include.store.store import (
+    DEFAULT_CONN_ID,
+    ArtifactStore,
+    fetch,
+    locate,
+    materialize,
+    open_store,
+    sha256_file,
+    stage_dir,
+    stage_file,
+)
+
+__all__ = [
+    "ArtifactStore", "DEFAULT_CONN_ID", "LATEST", "MANIFEST", "PublishResult", "fetch",
+    "last_published", "latest", "list_versions", "locate", "make_version", "manifest_key",
+    "materialize", "open_store", "publish", "read_manifest", "sha256_file", "stage_dir",
+    "stage_file",
+]
