@@ -229,7 +229,8 @@ def _check_artifacts(artifacts: list[dict]) -> list[dict]:
         files = entry.get("files") or {}
         if not isinstance(files, dict):
             raise StoreError("'files' must map file names to sources.", where=f"{where}.files",
-                             fix="e.g. {'model.tflite': 's3://bucket/runs/r1/cpu/int8/model.tflite'}.")
+                             fix="e.g. {'model.tflite': 's3://bucket/runs/r1/cpu/int8/"
+                                 "model.tflite'}.")
         if entry["passed"]:
             if "model.tflite" not in files:
                 raise StoreError(f"the passed entry ({variant}, {precision}) has no model.tflite.",
@@ -301,7 +302,7 @@ def _metrics_of(store: ArtifactStore, entry: dict, files: dict) -> dict:
 
 
 def _move_latest(store: ArtifactStore, model: str, manifest: dict, now: datetime | None) -> str:
-    return store.write_json(f"{model}/{LATEST}", {
+    return store.write_json(f"{model}/{LATEST}", sort_keys=False, obj={
         "schema": LATEST_SCHEMA,
         "model": model,
         "version": manifest["version"],
@@ -414,7 +415,8 @@ def publish(store: ArtifactStore, model_name: str, version: str, artifacts: list
                           "decision": _plain(e.get("decision") or {})} for e in rejected],
             "decisions": decisions,
         }
-        store.write_json(mkey, manifest)  # LAST: from here on the version is published
+        # LAST: from here on the version is published
+        store.write_json(mkey, manifest, sort_keys=False)
     except BaseException:
         try:  # leave nothing that looks like a release; the next publish would clean it anyway
             if not store.is_file(mkey):

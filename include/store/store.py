@@ -375,9 +375,10 @@ class ArtifactStore:
         _check_key(key)
         return _download_atomic(self._loc(key), local_path)
 
-    def write_json(self, key: str, obj: Any) -> str:
+    def write_json(self, key: str, obj: Any, *, sort_keys: bool = True) -> str:
+        """Write `obj` as indented JSON (strict: no NaN); returns the key's URI."""
         try:
-            text = json.dumps(obj, indent=2, sort_keys=True, allow_nan=False)
+            text = json.dumps(obj, indent=2, sort_keys=sort_keys, allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise StoreError(f"cannot write JSON: {exc}", where=self.uri(key),
                              fix="pass only dicts, lists, strings, finite numbers, booleans and "
