@@ -30,6 +30,9 @@ from include.errors import ConfigError, EdgeTPUError, ModelContractError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "edgetpu"
 
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:Statistics for quantized inputs were expected:UserWarning")
+
 
 def fixture_text(name: str) -> str:
     return (FIXTURES / name).read_text()
@@ -243,6 +246,7 @@ def test_compile_success(standin, model_file, tmp_path):
     assert rep["operation_logs"][0]["file"] == "det_int8_edgetpu.log"
     assert "264 of 267" in res.message
     assert _no_temp_left(out)
+    assert res.warnings and "could not be read as a TFLite model" in res.warnings[0]
     json.dumps(res.to_dict())
 
 
@@ -517,9 +521,12 @@ def test_unmapped_op_early_cuts_everything_after_it(tmp_path):
     assert r["first_unmapped_op"]["operator"] == "HARD_SWISH"
     assert r["first_unmapped_op"]["status"] == STATUS_NOT_SUPPORTED
     ops = r["ops"]
+    assert not any(op["on_tpu"] for op in ops[1:])
     for op in ops[2:]:
-        assert not op["on_tpu"]
-        assert any("follows an unmapped op" in reason for reason in op["reasons"])
+        if op["expected"]:  # the DEQUANTIZEs and the post-process stay expected CPU ops
+            assert op["operator"] in ("DEQUANTIZE", "CUSTOM")
+        else:
+            assert any("follows an unmapped op" in reason for reason in op["reasons"])
     by = _rows(r)
     assert by[("CONV_2D", STATUS_MORE_THAN_ONE_SUBGRAPH)] == 2
     assert by[("LOGISTIC", STATUS_MORE_THAN_ONE_SUBGRAPH)] == 1
@@ -726,10 +733,11 @@ def keras_models(tmp_path_factory):
         return tf.keras.Model(inp, L.MaxPooling2D()(x))
 
     def rank5_early():
+        # a 5-D concatenation the converter cannot fold away: [1, 4, 4, 8, 8]
         inp = L.Input((8, 8, 4), batch_size=1)
-        x = L.Conv2D(8, 1)(inp)
-        x = L.Reshape((2, 4, 8, 8))(x)
-        x = L.Reshape((8, 8, 8))(x)
+        a = L.Reshape((2, 4, 8, 8))(L.Conv2D(8, 1)(inp))
+        b = L.Reshape((2, 4, 8, 8))(L.Conv2D(8, 1)(inp))
+        x = L.Reshape((8, 8, 16))(L.Concatenate(axis=1)([a, b]))
         return tf.keras.Model(inp, L.Conv2D(8, 1)(x))
 
     def convert(model, kind, float_output=False):
@@ -751,8 +759,52 @@ def keras_models(tmp_path_factory):
                 conv.inference_output_type = tf.uint8
         return conv.convert()
 
+    def ssd_with_postprocess():
+        """A Keras head + the TFLite_Detection_PostProcess custom op, as the TF2 detection
+        exporter makes it (a tf.function that `experimental_implements` the op)."""
+        num_anchors, num_classes = 64, 3
+        inp = L.Input((8, 8, 3), batch_size=1)
+        x = L.Conv2D(16, 3, padding="same", activation=tf.nn.relu6)(inp)
+        boxes = L.Reshape((num_anchors, 4))(L.Conv2D(4, 1)(x))
+        scores = L.Activation("sigmoid")(L.Reshape((num_anchors, num_classes))(
+            L.Conv2D(num_classes, 1)(x)))
+        head = tf.keras.Model(inp, [boxes, scores])
+        attrs = {"max_detections": "i: 10", "max_classes_per_detection": "i: 1",
+                 "detections_per_class": "i: 10", "use_regular_nms": "b: false",
+                 "nms_score_threshold": "f: 0.3", "nms_iou_threshold": "f: 0.6",
+                 "y_scale": "f: 10.0", "x_scale": "f: 10.0", "h_scale": "f: 5.0",
+                 "w_scale": "f: 5.0", "num_classes": f"i: {num_classes - 1}"}
+        implements = 'name: "TFLite_Detection_PostProcess" ' + " ".join(
+            f'attr {{ key: "{k}" value {{ {v} }} }}' for k, v in attrs.items())
+
+        @tf.function(experimental_implements=implements)
+        def postprocess(b, c, a):  # the body is a placeholder: the converter swaps in the op
+            z = (tf.reduce_sum(b) + tf.reduce_sum(c) + tf.reduce_sum(a)) * 0.0
+            return (tf.zeros((1, 10, 4)) + z, tf.zeros((1, 10)), tf.zeros((1, 10)),
+                    tf.zeros((1,)))
+
+        anchors = tf.constant(rng.random((num_anchors, 4), dtype=np.float32))
+
+        @tf.function(input_signature=[tf.TensorSpec([1, 8, 8, 3], tf.float32)])
+        def detect(image):
+            b, c = head(image)
+            return postprocess(b, c, anchors)
+
+        conv = tf.lite.TFLiteConverter.from_concrete_functions(
+            [detect.get_concrete_function()], head)
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.representative_dataset = lambda: (
+            [rng.random((1, 8, 8, 3), dtype=np.float32)] for _ in range(4))
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
+                                          tf.lite.OpsSet.TFLITE_BUILTINS]
+        conv.inference_input_type = tf.uint8
+        conv.allow_custom_ops = True
+        return conv.convert()
+
     det = detector_like()
     paths = {}
+    paths["ssd_postprocess"] = out / "ssd_postprocess_int8.tflite"
+    paths["ssd_postprocess"].write_bytes(ssd_with_postprocess())
     for kind in ("float32", "dynamic", "float16", "int8"):
         paths[kind] = out / f"det_{kind}.tflite"
         paths[kind].write_bytes(convert(det, kind))
@@ -799,7 +851,7 @@ def test_float_models_map_nothing(keras_models, kind, quantization):
 
 
 @pytest.mark.parametrize("kind, first_op, status", [
-    ("dilated", "SPACE_TO_BATCH_ND", STATUS_NOT_SUPPORTED),
+    ("dilated", "CONV_2D", STATUS_UNSPECIFIED),     # dilation (1, 2) kept on the CONV_2D
     ("rank5", "RESHAPE", STATUS_UNSUPPORTED_RANK),
 ])
 def test_int8_model_with_an_early_unmappable_op(keras_models, kind, first_op, status):
@@ -813,3 +865,31 @@ def test_int8_model_with_an_early_unmappable_op(keras_models, kind, first_op, st
     assert any(op["operator"] == "CONV_2D" and op["status"] == STATUS_MORE_THAN_ONE_SUBGRAPH
                for op in after)
     assert [op["on_tpu"] for op in r["ops"][: first["index"]]] == [True] * first["index"]
+    if kind == "dilated":
+        assert "dilation differs in x and y (w=2, h=1)" in first["reasons"][0]
+
+
+def test_compile_precheck_warns_about_float_models(keras_models, standin, tmp_path):
+    standin("success")
+    res = compile_model(keras_models["float32"], tmp_path / "out")
+    assert res.status == "compiled"  # the (stand-in) compiler decides; the pre-check only warns
+    assert any("8-bit" in w for w in res.warnings)
+    assert any("offline prediction" in w for w in res.warnings)
+
+
+def test_converted_ssd_with_postprocess(keras_models):
+    """The converter puts the box DEQUANTIZE early in execution order (before the class head);
+    it and the post-process are expected CPU ops and do not cut the class head off."""
+    info = read_model(keras_models["ssd_postprocess"])
+    pp = [op for op in info.ops if op.opcode == "CUSTOM"]
+    assert [op.custom_code for op in pp] == ["TFLite_Detection_PostProcess"]
+    assert pp[0].custom_options["max_detections"] == 10
+    r = analyze_model(keras_models["ssd_postprocess"])
+    cpu = {(op["operator"], op["expected"]) for op in r["cpu_ops"]}
+    assert cpu == {("DEQUANTIZE", True), ("CUSTOM", True)}
+    assert r["ops_on_cpu"] == r["expected_on_cpu"] == 3
+    assert r["all_mapped_except_postprocess"] is True and r["fully_integer"] is True
+    assert r["has_postprocess"] is True and r["first_unmapped_op"] is None
+    first_dq = min(op["index"] for op in r["cpu_ops"])
+    assert any(op["on_tpu"] and op["operator"] == "CONV_2D" and op["index"] > first_dq
+               for op in r["ops"])

@@ -1,4 +1,4 @@
-"""Offline Edge TPU compatibility check: which ops of a .tflite model would map, without the compiler.
+"""Offline Edge TPU check: which ops of a .tflite model would map, without the compiler.
 
 This is a PREDICTION made from the documented requirements of the Edge TPU compiler
 (see the project's reference notes and Coral's "model requirements" page); only
@@ -158,7 +158,7 @@ def _folded_constants(model: ModelInfo) -> set[int]:
 
 def _check_dtypes(op: OpInfo, v: OpVerdict, is_const) -> None:
     roles = _param_roles(op)
-    floats: dict[str, list[str]] = {}
+    floats: list[str] = []
     other: list[str] = []
     seen: set[tuple[int, str]] = set()
     tensors = [(pos, t, "input") for pos, t in enumerate(op.inputs)]
@@ -170,7 +170,7 @@ def _check_dtypes(op: OpInfo, v: OpVerdict, is_const) -> None:
         role = roles.get(pos) if pos is not None else None
         label = f"{role if role in ('weights', 'bias') else kind} {_tname(t)}"
         if t.dtype in FLOATS:
-            floats.setdefault(t.dtype, []).append(label)
+            floats.append(f"{t.dtype} {label}")
         elif role == "index":
             if t.dtype not in INDEX_DTYPES:
                 other.append(f"parameter {_tname(t)} is {t.dtype}")
@@ -188,9 +188,9 @@ def _check_dtypes(op: OpInfo, v: OpVerdict, is_const) -> None:
             continue  # constant integer parameters of ops not listed in _PARAMS
         else:
             other.append(f"{label} is {t.dtype}; the Edge TPU works on 8-bit tensors only")
-    for dtype, labels in floats.items():
+    if floats:
         v.add(STATUS_UNSUPPORTED_DTYPE,
-              f"{dtype} tensors ({', '.join(labels)}): the Edge TPU needs 8-bit quantized "
+              f"float tensors ({', '.join(floats)}): the Edge TPU needs 8-bit quantized "
               "(int8/uint8) tensors; the model is not fully 8-bit quantized")
     for reason in other:
         v.add(STATUS_UNSUPPORTED_DTYPE, reason)
@@ -211,8 +211,10 @@ def _check_constants(op: OpInfo, v: OpVerdict, is_const) -> None:
 
 
 def _check_shapes(op: OpInfo, v: OpVerdict, is_const) -> None:
+    roles = _param_roles(op)
     seen: set[int] = set()
-    for t in list(op.inputs) + list(op.outputs):
+    activations = [t for pos, t in enumerate(op.inputs) if pos not in roles] + list(op.outputs)
+    for t in activations:
         if t is None or is_const(t) or t.index in seen:
             continue
         seen.add(t.index)
@@ -417,6 +419,17 @@ def _edge_ops(model: ModelInfo) -> tuple[set[int], set[int]]:
     return head, tail
 
 
+def _edge_reason(op: OpInfo, at_head: bool) -> str:
+    if _is_postprocess(op):
+        return ("the SSD post-process (TFLite_Detection_PostProcess) is a CPU custom op on float "
+                "data; it always runs on the CPU after the Edge TPU subgraph (expected)")
+    if at_head:
+        return ("converts the float model input to 8 bits before the Edge TPU subgraph; runs "
+                "on the CPU (expected)")
+    return ("converts an 8-bit result to float for the post-process or the model output, after "
+            "the Edge TPU subgraph; runs on the CPU (expected)")
+
+
 def _classify_quantization(model: ModelInfo, skip: set[int]) -> str:
     act, const = set(), set()
     float_act_with_int8_weights = False
@@ -447,10 +460,12 @@ _QUANT_WARNINGS = {
                "nothing maps (the compiler will most likely refuse it: 'Model not quantized'). "
                "Convert with full-integer int8 quantization and a representative dataset.",
     "dynamic_range": "the model is dynamic-range quantized: weights are int8 but activations "
-                     "are float, so nothing maps. Convert with full-integer int8 quantization "
-                     "and a representative dataset.",
-    "float16": "the model has float16 weights and float compute, so nothing maps. Convert "
-               "with full-integer int8 quantization and a representative dataset.",
+                     "are float, and the Edge TPU needs fully 8-bit quantized models, so "
+                     "nothing maps. Convert with full-integer int8 quantization and a "
+                     "representative dataset.",
+    "float16": "the model has float16 weights and float compute, and the Edge TPU needs fully "
+               "8-bit quantized models, so nothing maps. Convert with full-integer int8 "
+               "quantization and a representative dataset.",
     "int16x8": "the model has 16-bit activations (int16x8); the Edge TPU needs 8-bit "
                "activations. Convert with full-integer int8 quantization.",
     "mixed": "the model mixes quantized and unquantized tensors; ops on non-8-bit tensors stay "
@@ -484,11 +499,7 @@ def analyze_model_info(model: ModelInfo) -> dict:
             if own:
                 v.expected = v.edge = True
                 v.status = own[0][0]
-                if not _is_postprocess(op):
-                    side = "input" if op.index in head else "output"
-                    v.reasons.append(
-                        f"converts the model's {side} between float and 8 bits at the edge of "
-                        "the Edge TPU subgraph; runs on the CPU (expected)")
+                v.reasons = [_edge_reason(op, op.index in head)]
                 continue
         if cut is not None:
             v.status = own[0][0] if own else STATUS_MORE_THAN_ONE_SUBGRAPH
@@ -534,9 +545,10 @@ def analyze_model_info(model: ModelInfo) -> dict:
     dyn_batch = sorted({t.name or f"#{t.index}" for t in model.inputs
                         if t.shape_signature and t.shape_signature[0] < 0})
     if dyn_batch:
-        notes.append("input(s) " + ", ".join(dyn_batch) + " have a dynamic batch size in the "
-                     "signature; the compiler uses the fixed shape (batch "
-                     f"{model.inputs[0].shape[0] if model.inputs[0].shape else '?'}).")
+        batch = model.inputs[0].shape[0] if model.inputs and model.inputs[0].shape else "?"
+        notes.append("input(s) " + ", ".join(dyn_batch) + " have a dynamic batch size (-1) in "
+                     f"the shape signature; this check uses the stored shape (batch {batch}). "
+                     "Exporting with a fixed batch size of 1 avoids any doubt.")
     if cut is not None:
         notes.append(f"first op that cannot map: {cut.op.label}: {cut.reasons[0]}")
 
@@ -614,7 +626,9 @@ def format_report(result: dict, max_cpu_lines: int = 40) -> str:
             lines.append(f"  ... and {hidden} more (use --json for every op)")
         if follow_only:
             first = result["first_unmapped_op"]
-            lines.append(f"  #{follow_only[0]}..#{follow_only[-1]}: {len(follow_only)} op(s) "
+            where = (", ".join(f"#{i}" for i in follow_only) if len(follow_only) <= 6
+                     else f"#{follow_only[0]}..#{follow_only[-1]}")
+            lines.append(f"  {where}: {len(follow_only)} op(s) "
                          f"that could map but come after the first unmapped op "
                          f"(#{first['index']} {first['operator']}) run on the CPU "
                          f"({FOLLOWS_UNMAPPED})")

@@ -79,6 +79,8 @@ def _compile(args: argparse.Namespace) -> int:
         print(f"edgetpu-compile: {res.status}: {res.message}", file=stream)
         if res.how_to_install:
             print(res.how_to_install, file=stream)
+        for warning in res.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
         if res.ok:
             rep = res.report or {}
             rows = [(k, rep.get(k)) for k in (

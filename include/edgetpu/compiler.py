@@ -38,7 +38,8 @@ EXECUTABLE = "edgetpu_compiler"
 HOW_TO_INSTALL = (
     "Get the Edge TPU compiler one of these ways: (1) run this step in the project's Docker image "
     "(the Dockerfile installs Coral's `edgetpu-compiler` package); (2) on x86-64 Debian/Ubuntu, "
-    "add Coral's apt repository (`deb [signed-by=/usr/share/keyrings/coral-edgetpu.gpg] "
+    "add Coral's apt repository (`deb "
+    "[signed-by=/usr/share/keyrings/coral-edgetpu-archive-keyring.gpg] "
     "https://packages.cloud.google.com/apt coral-edgetpu-stable main`, key from "
     "https://packages.cloud.google.com/apt/doc/apt-key.gpg) and run "
     "`sudo apt-get install edgetpu-compiler`; then make sure `edgetpu_compiler` is on PATH or set "
@@ -64,6 +65,7 @@ class CompileResult:
     stderr: str = ""
     duration_s: float | None = None
     how_to_install: str | None = None
+    warnings: list[str] = field(default_factory=list)   # from the offline pre-check
 
     @property
     def ok(self) -> bool:
@@ -172,9 +174,10 @@ def compile_model(model_path, out_dir, *, compiler: str | None = None, timeout_s
                                "`mobiledet convert`).")
     _check_settings(timeout_s, min_runtime_version, num_segments)
     exe = find_compiler(compiler)
+    warnings = precheck(model)
     if exe is None:
         return CompileResult(
-            status="not_installed", model_path=str(model),
+            status="not_installed", model_path=str(model), warnings=warnings,
             message=f"Edge TPU compiler not installed: `{EXECUTABLE}` is not on PATH and "
                     f"{ENV_VAR} is not set, so {model.name} was not run through it (no Edge TPU "
                     "model was made).",
@@ -199,7 +202,8 @@ def compile_model(model_path, out_dir, *, compiler: str | None = None, timeout_s
         log_text = "\n".join(p.read_text(errors="replace") for p in logs) if logs else None
         report = parse_compiler_output(stdout, log_text)
         base = dict(model_path=str(model), compiler=exe, command=cmd, returncode=rc,
-                    report=report.to_dict(), stdout=stdout, stderr=stderr, duration_s=duration)
+                    report=report.to_dict(), stdout=stdout, stderr=stderr, duration_s=duration,
+                    warnings=warnings)
         if logs:
             base["report"]["operation_logs"] = [
                 dict(parse_operation_log(p.read_text(errors="replace")), file=p.name)
@@ -235,6 +239,25 @@ def compile_model(model_path, out_dir, *, compiler: str | None = None, timeout_s
             **base)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def precheck(model: Path) -> list[str]:
+    """Advisory warnings from the offline analysis; never blocks the compiler (it decides)."""
+    try:
+        from include.edgetpu.analyze import analyze_model
+
+        result = analyze_model(model)
+    except Exception as exc:  # advisory only: any failure becomes a warning
+        return [f"{model.name} could not be read as a TFLite model ({exc}); the compiler will "
+                "most likely reject it."]
+    warnings = list(result["warnings"])
+    first = result["first_unmapped_op"]
+    if first is not None:
+        warnings.append(
+            f"offline prediction: {result['unexpected_on_cpu']} of {result['total_ops']} ops "
+            f"would stay on the CPU unexpectedly; the first is #{first['index']} "
+            f"{first['operator']}: {first['reasons'][0] if first['reasons'] else first['status']}")
+    return warnings
 
 
 def _output_models(work: Path, model: Path, num_segments: int | None) -> list[Path]:

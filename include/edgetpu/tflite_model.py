@@ -154,7 +154,7 @@ class OpInfo:
 
     @property
     def name(self) -> str:
-        """The op type, with the custom code for custom ops: `CUSTOM(TFLite_Detection_PostProcess)`."""
+        """The op type; custom ops add their code: `CUSTOM(TFLite_Detection_PostProcess)`."""
         return f"{self.opcode}({self.custom_code})" if self.custom_code else self.opcode
 
     @property
@@ -319,8 +319,9 @@ def read_model(path) -> ModelInfo:
         q = t.quantization
         quant = None
         if q is not None and q.scale is not None and len(q.scale):
+            zero_points = q.zeroPoint if q.zeroPoint is not None else []
             quant = Quantization(scale=[float(v) for v in q.scale],
-                                 zero_point=[int(v) for v in (q.zeroPoint if q.zeroPoint is not None else [])],
+                                 zero_point=[int(v) for v in zero_points],
                                  quantized_dimension=int(q.quantizedDimension))
         name = t.name.decode("utf-8", "replace") if isinstance(t.name, bytes) else (t.name or "")
         sig = getattr(t, "shapeSignature", None)

@@ -5,9 +5,9 @@ from include.console import format_table, print_json
 from include.mobiledet.spec import VARIANTS
 
 
-def _add_spec_args(p, variant_required=True):
-    p.add_argument("--variant", choices=None, required=False, default=None,
-                   help=f"one of {', '.join(VARIANTS)}")
+def _add_spec_args(p):
+    # No argparse `choices`: ModelSpec's own error names the setting and the allowed values.
+    p.add_argument("--variant", default=None, help=f"one of {', '.join(VARIANTS)}")
     p.add_argument("--num-classes", type=int, default=90)
     p.add_argument("--input-size", type=int, default=320)
     p.add_argument("--depth-multiplier", type=float, default=1.0)
@@ -20,10 +20,16 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_describe)
 
-    try:
-        from include.mobiledet import train_commands
-    except ImportError:  # training verbs land with the training module
-        return
+    p = sub.add_parser("export", help="checkpoint -> TFLite-ready frozen graph (TFOD export layout)")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--max-detections", type=int, default=10)
+    p.add_argument("--score-threshold", type=float, default=1e-8)
+    p.add_argument("--iou-threshold", type=float, default=0.6)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_export)
+
+    from include.mobiledet import train_commands
     train_commands.register(sub)
 
 
@@ -55,4 +61,20 @@ def cmd_describe(args) -> int:
     print(f"SSDLite + MobileDet, {s.num_classes} classes, {s.input_size}x{s.input_size}, "
           f"depth multiplier {s.depth_multiplier}")
     print(format_table(rows, ["", *variants]))
+    return 0
+
+
+def cmd_export(args) -> int:
+    from include.mobiledet.export import export_checkpoint
+
+    info = export_checkpoint(args.checkpoint, args.out, max_detections=args.max_detections,
+                             score_threshold=args.score_threshold, iou_threshold=args.iou_threshold)
+    if args.json:
+        print_json({"out": args.out, **info})
+    else:
+        s = info["spec"]
+        print(f"exported {s['variant']} ({'QAT' if info['qat'] else 'float'}, {s['num_classes']} classes, "
+              f"{s['input_size']}x{s['input_size']}) to {args.out}: tflite_graph.pb "
+              f"({info['nodes']} nodes, {info['fake_quant_nodes']} fake-quant, {info['anchors']} anchors), "
+              "pipeline.config, export.json")
     return 0

@@ -63,7 +63,8 @@ def qat_from_float(float_model, spec: ModelSpec, batch_size=None):
 
 
 def pin_input_range(model) -> None:
-    layer = model.get_layer("quantize_layer")
+    # tfmot names it quantize_layer, quantize_layer_1, ... (Keras uniquifies per session).
+    layer = next(l for l in model.layers if l.name.startswith("quantize_layer"))
     for w in layer.weights:
         if w.name.endswith("quantize_layer_min:0"):
             w.assign(INPUT_RANGE[0])
