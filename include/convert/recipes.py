@@ -11,7 +11,9 @@ post-process op) and is loaded and run once in the LiteRT interpreter before it 
 | int8      | float        | optimizations=[DEFAULT], representative data, uint8 input       |
 | uint8     | QAT          | inference_type=uint8, uint8 input, quantized_input_stats 128/128 |
 
-The post-process op has float outputs only, so every model's outputs are float32.
+The post-process op has float outputs only, so every model's outputs are float32. For int8,
+`postprocess_inputs.integer_postprocess_inputs` then feeds the op uint8 instead of the
+converter's dequantised floats, so no float tensor is left before the op.
 Float recipes on a QAT graph bypass its fake-quant nodes, giving the float reference of the
 same weights.
 """
@@ -207,6 +209,10 @@ def convert(graph_dir, precision: str, out_path, *, calibration=None, calibratio
             raise ConversionError(f"TensorFlow's converter failed for the {precision} recipe: "
                                   f"{' | '.join(lines[-3:])}", where=str(source.graph_path),
                                   fix="check that the graph is a TFLite-ready export.") from None
+        rewrite = None
+        if precision == "int8":
+            from include.convert.postprocess_inputs import integer_postprocess_inputs
+            data, rewrite = integer_postprocess_inputs(data)
         seconds = time.perf_counter() - started
         tmp_model = Path(tmp) / "model.tflite"
         tmp_model.write_bytes(data)
@@ -220,7 +226,8 @@ def convert(graph_dir, precision: str, out_path, *, calibration=None, calibratio
                                     "input_arrays": [source.input_name],
                                     "output_arrays": list(source.output_names),
                                     "input_shapes": {source.input_name: list(source.input_shape)}},
-                       "fake_quant_nodes_bypassed": stripped},
+                       "fake_quant_nodes_bypassed": stripped,
+                       "postprocess_inputs_rewrite": rewrite},
             "source": source.to_dict(),
             "calibration": calib_info,
             "tensorflow_version": tf.__version__,

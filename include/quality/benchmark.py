@@ -1,0 +1,163 @@
+"""Latency and memory of a detector .tflite in the LiteRT interpreter (like TFLite's benchmark_model).
+
+`benchmark(model, threads, warmup, runs)` measures in a FRESH Python subprocess, so that the memory
+numbers are the model's and not whatever the calling process (a test run, an Airflow worker with
+TensorFlow loaded) already holds:
+
+* init_ms: creating the interpreter and allocating its tensors (model load);
+* first_ms: the first inference (XNNPACK packs weights lazily; benchmark_model reports it apart);
+* latency_ms: min / mean / p50 / p90 / max / std over `runs` timed invocations after `warmup`
+  untimed ones; only `invoke()` is timed (the input is set before each run, outside the timer);
+* throughput_per_s: 1000 / mean latency (one image at a time, as a phone app runs it);
+* memory (from /proc/self/status of the subprocess, MiB):
+  - baseline_rss_mb: resident memory of the bare subprocess (Python, numpy, Pillow and the LiteRT
+    module imported) before the model is loaded;
+  - peak_rss_mb: the subprocess's peak resident memory (VmHWM) after loading and running;
+  - model_memory_mb: peak minus baseline, i.e. what loading and running this model added
+    (interpreter, tensor arena, packed weights, the mapped model file).
+  Where /proc is missing, resource.getrusage's ru_maxrss stands in for the peak.
+* model_size_bytes: the .tflite file's size.
+
+The input is one deterministic noise image through the product's preprocessing (and the model's
+input quantisation for uint8 models); an untrained detector's latency does not depend on it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from include.errors import ConfigError, ModelContractError
+
+RESULT_MARKER = "MOBILEDET_BENCHMARK_RESULT "
+
+
+def _proc_status_kb(field: str) -> float | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return float(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def _peak_kb() -> float:
+    hwm = _proc_status_kb("VmHWM")
+    if hwm is not None:
+        return hwm
+    import resource
+
+    return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)  # KiB on Linux
+
+
+def _percentile(values: np.ndarray, q: float) -> float:
+    return float(np.percentile(values, q, method="linear"))
+
+
+def latency_stats(ms) -> dict:
+    a = np.asarray(ms, dtype=np.float64)
+    return {"min": round(float(a.min()), 4), "mean": round(float(a.mean()), 4),
+            "p50": round(_percentile(a, 50), 4), "p90": round(_percentile(a, 90), 4),
+            "max": round(float(a.max()), 4), "std": round(float(a.std()), 4)}
+
+
+def measure(model_path, threads: int, warmup: int, runs: int) -> dict:
+    """The measurement itself; meant to run in a fresh process (see `benchmark`)."""
+    from ai_edge_litert.interpreter import Interpreter  # noqa: F401  (part of the baseline)
+
+    from include.data.preprocess import preprocess
+    from include.quality.runner import Detector
+
+    baseline_kb = _proc_status_kb("VmRSS") or _peak_kb()
+
+    t0 = time.perf_counter()
+    det = Detector(model_path, threads=threads)
+    init_ms = (time.perf_counter() - t0) * 1000.0
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (det.input_size, det.input_size, 3), dtype=np.uint8)
+    x = det.prepare(preprocess(image, det.input_size))
+    interp, index = det.interpreter, det.input_detail["index"]
+
+    def once() -> float:
+        interp.set_tensor(index, x)
+        start = time.perf_counter()
+        interp.invoke()
+        return (time.perf_counter() - start) * 1000.0
+
+    first_ms = once()
+    for _ in range(max(0, warmup - 1)):
+        once()
+    timed = [once() for _ in range(runs)]
+    peak_kb = _peak_kb()
+    stats = latency_stats(timed)
+    return {
+        "init_ms": round(init_ms, 3),
+        "first_ms": round(first_ms, 3),
+        "latency_ms": stats,
+        "throughput_per_s": round(1000.0 / stats["mean"], 3) if stats["mean"] > 0 else None,
+        "baseline_rss_mb": round(baseline_kb / 1024.0, 2),
+        "peak_rss_mb": round(peak_kb / 1024.0, 2),
+        "model_memory_mb": round((peak_kb - baseline_kb) / 1024.0, 2),
+    }
+
+
+def _check_count(value, name, flag, minimum):
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{name} must be a whole number >= {minimum}, got {value!r}.",
+                          where=flag, fix=f"use e.g. {max(minimum, 10)}.")
+
+
+def benchmark(model, *, threads: int | None = None, warmup: int = 10, runs: int = 50,
+              timeout_s: float = 600.0) -> dict:
+    """Benchmark `model` in a fresh subprocess; see the module docstring for every number."""
+    from include.quality.runner import Detector, check_model_file, default_threads
+
+    model = check_model_file(model).resolve()
+    threads = default_threads() if threads is None else threads
+    _check_count(threads, "threads", "--threads", 1)
+    _check_count(warmup, "warmup", "--warmup", 0)
+    _check_count(runs, "runs", "--runs", 1)
+    Detector(model, threads=1)  # the contract errors surface here, in the caller's process
+
+    root = str(Path(__file__).resolve().parents[2])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    cmd = [sys.executable, "-m", "include.quality.benchmark", str(model), str(threads),
+           str(warmup), str(runs)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=root,
+                              timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        raise ModelContractError(f"the benchmark did not finish within {timeout_s:.0f} s.",
+                                 where=str(model), fix="use fewer --runs, or more --threads.") \
+            from None
+    lines = [l for l in proc.stdout.splitlines() if l.startswith(RESULT_MARKER)]
+    if proc.returncode != 0 or not lines:
+        tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
+        raise ModelContractError(f"the benchmark subprocess failed (exit {proc.returncode}): "
+                                 f"{tail}", where=str(model),
+                                 fix="check that the model runs: `mobiledet validate --model "
+                                     f"{model}`.")
+    measured = json.loads(lines[-1][len(RESULT_MARKER):])
+    return {"model": str(model), "model_size_bytes": model.stat().st_size, "threads": threads,
+            "warmup": warmup, "runs": runs, **measured,
+            "memory_measured_in": "fresh subprocess (/proc/self/status VmRSS before the model, "
+                                  "VmHWM after the runs)"}
+
+
+def _main(argv) -> int:
+    model, threads, warmup, runs = argv[0], int(argv[1]), int(argv[2]), int(argv[3])
+    result = measure(model, threads, warmup, runs)
+    print(RESULT_MARKER + json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))

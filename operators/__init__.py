@@ -1,0 +1,1 @@
+"""Airflow operators of the MobileDet pipeline: thin wrappers over `include.pipeline.stages`."""
