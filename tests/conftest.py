@@ -1,7 +1,21 @@
 """Shared pytest fixtures. Keep each fixture small; heavier helpers live in their own modules."""
 from __future__ import annotations
 
+import os
+import tempfile
+
 import pytest
+
+# Airflow reads its settings when first imported (the store imports it), so the test session's
+# own AIRFLOW_HOME is set before any test module loads: a fresh metadata DB per session, this
+# repository's dags/ folder, no example DAGs, and nothing of the user's ~/airflow touched.
+_AIRFLOW_HOME = tempfile.mkdtemp(prefix="mobiledet-tests-airflow-")
+os.environ["AIRFLOW_HOME"] = _AIRFLOW_HOME
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = os.path.join(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))), "dags")
+os.environ["GX_ANALYTICS_ENABLED"] = "false"
+os.environ.pop("EDGETPU_COMPILER", None)
 
 try:  # tests/ is put on sys.path by pytest (rootdir-relative imports also work)
     from s3server import create_bucket, running_s3_server
@@ -20,3 +34,10 @@ def s3_server():
 def s3_bucket(s3_server):
     """A fresh, empty bucket on the session's S3 server; yields its name."""
     return create_bucket(s3_server)
+
+
+@pytest.fixture(scope="session")
+def airflow_db():
+    """The session's Airflow metadata DB (SQLite), migrated once."""
+    from include.pipeline.airflow_env import prepare_airflow
+    return prepare_airflow(_AIRFLOW_HOME)

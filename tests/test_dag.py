@@ -1,0 +1,183 @@
+"""The mobiledet_convert DAG, run through Airflow with dag.test() on tiny real checkpoints.
+
+Each run goes plan -> export -> convert -> check -> edgetpu -> gate -> publish -> report with
+the real converter, interpreter, pycocotools and Great Expectations; stores are a local folder
+and S3 served over HTTP by moto on 127.0.0.1.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from models import make_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = Path(__file__).parent / "fixtures" / "edgetpu"
+FAST = {"calibration_count": 4, "benchmark_runs": 3, "benchmark_warmup": 1, "threads": 2}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from include.data.synth import synthesize
+
+    root = tmp_path_factory.mktemp("dag")
+    synthesize(root / "data", 10, size=96, seed=0, val_fraction=0.4)
+    ckpt = make_checkpoint(root / "edgetpu-float", variant="edgetpu")
+    return root, ckpt
+
+
+def _conf(root, ckpt, store, **extra):
+    return {"checkpoints": [str(ckpt)], "data": str(root / "data"), "store": store,
+            "precisions": ["float32", "int8"], "overrides": dict(FAST), **extra}
+
+
+@pytest.fixture
+def compiler_reporting_cpu_ops(tmp_path, monkeypatch):
+    """An edgetpu_compiler stand-in that prints the recorded 'not all operations are supported'
+    run (two DEQUANTIZE ops besides the post-process op on the CPU)."""
+    exe = tmp_path / "edgetpu_compiler"
+    exe.write_text(textwrap.dedent(f"""\
+        #!{sys.executable}
+        import sys, shutil
+        from pathlib import Path
+        args = sys.argv[1:]
+        out = Path(args[args.index("-o") + 1]); model = Path(args[-1])
+        stem = model.stem
+        shutil.copyfile(model, out / (stem + "_edgetpu.tflite"))
+        log = Path({str(FIXTURES / 'not_all_supported_edgetpu.log')!r}).read_text()
+        (out / (stem + "_edgetpu.log")).write_text(log)
+        text = Path({str(FIXTURES / 'not_all_supported_stdout.txt')!r}).read_text()
+        sys.stdout.write(text.replace("X_edgetpu", stem + "_edgetpu").replace("X.tflite", model.name))
+        """))
+    exe.chmod(exe.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("EDGETPU_COMPILER", str(exe))
+    return exe
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_dag_file_imports_fast_without_tensorflow():
+    code = textwrap.dedent("""
+        import sys, time, importlib.util
+        import airflow.sdk  # the DAG processor has Airflow loaded already
+        t = time.perf_counter()
+        spec = importlib.util.spec_from_file_location("m", "dags/mobiledet_convert.py")
+        m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)
+        took = time.perf_counter() - t
+        heavy = [n for n in ("tensorflow", "great_expectations", "pycocotools", "ai_edge_litert")
+                 if n in sys.modules]
+        print(took, heavy, m.dag.dag_id)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                         check=True, env=os.environ.copy()).stdout.split("\n")[-2]
+    took, rest = out.split(" ", 1)
+    assert float(took) < 2.0, out
+    assert rest.startswith("[]"), out
+    assert rest.endswith("mobiledet_convert")
+
+
+def _airflow_json(*args):
+    airflow = Path(sys.executable).with_name("airflow")
+    proc = subprocess.run([str(airflow), *args, "-o", "json"], capture_output=True, text=True,
+                          env=os.environ.copy(), cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])  # warnings may precede the JSON
+
+
+def test_no_dag_import_errors(airflow_db):
+    # --local parses this repository's dags/ folder (the DB of a fresh install is empty).
+    assert _airflow_json("dags", "list-import-errors", "--local") == []
+    assert "mobiledet_convert" in {d["dag_id"] for d in _airflow_json("dags", "list", "--local")}
+
+
+def test_local_store_publish_gate_and_rerun(tiny, tmp_path, airflow_db, compiler_reporting_cpu_ops):
+    from include.pipeline.airflow_env import run_dag
+    from include.store import open_store
+
+    root, ckpt = tiny
+    store_dir = tmp_path / "store"
+    result = run_dag(_conf(root, ckpt, str(store_dir)))
+    report = result["report"]
+    assert report["models"] == 2
+    assert "edgetpu/float32" in report["table"] and "edgetpu/int8" in report["table"]
+    [pub] = report["published"]
+    assert pub["status"] == "published"
+    store = open_store(str(store_dir))
+    version = pub["version"]
+    manifest = store.read_json(f"mobiledet/{version}/manifest.json")
+
+    # float32 passed; int8 was made to fail the Edge TPU gate (DEQUANTIZE ops on the CPU).
+    published = {(e["variant"], e["precision"]) for e in manifest["published"]}
+    rejected = {(e["variant"], e["precision"]): e for e in manifest["rejected"]}
+    assert published == {("edgetpu", "float32")}
+    assert ("edgetpu", "int8") in rejected
+    assert any("DEQUANTIZE" in r for r in rejected[("edgetpu", "int8")]["reasons"])
+    assert not store.exists(f"mobiledet/{version}/edgetpu/int8/model.tflite")
+
+    # Every published file is in the store with the size and sha256 the manifest records.
+    files = manifest["published"][0]["files"]
+    assert {"model.tflite", "conversion.json", "metrics.json", "validation.json"} <= set(files)
+    for name, meta in files.items():
+        data = store.get_bytes(f"mobiledet/{version}/edgetpu/float32/{name}")
+        assert len(data) == meta["size"] and _sha(data) == meta["sha256"], name
+    assert manifest["lineage"]["checkpoint_fingerprint"] == \
+        json.loads((ckpt / "checkpoint.json").read_text())["fingerprint"]
+    assert manifest["lineage"]["tensorflow_version"]
+    assert store.read_json("mobiledet/latest.json")["version"] == version
+    metrics = store.read_json(f"mobiledet/{version}/edgetpu/float32/metrics.json")
+    assert set(metrics["evaluation"]["metrics"]) >= {"AP", "AP50", "AP75"}
+
+    # A second run for the same checkpoint publishes no second copy.
+    before = sorted(store.list("mobiledet"))
+    again = run_dag(_conf(root, ckpt, str(store_dir)))
+    assert again["report"]["published"][0]["status"] == "already_published"
+    assert sorted(store.list("mobiledet")) == before
+
+
+def test_run_failing_part_way_publishes_nothing(tiny, tmp_path, airflow_db):
+    from include.errors import MobiledetError
+    from include.pipeline.airflow_env import run_dag
+    from include.store import open_store
+
+    root, ckpt = tiny
+    empty = tmp_path / "no-images"
+    empty.mkdir()
+    store_dir = tmp_path / "store"
+    with pytest.raises(MobiledetError, match="convert"):
+        run_dag(_conf(root, ckpt, str(store_dir), calibration=str(empty)))
+    store = open_store(str(store_dir))
+    assert not any(k.endswith("manifest.json") for k in store.list(""))
+    assert not store.exists("mobiledet/latest.json")
+
+
+def test_s3_store(tiny, s3_bucket, airflow_db):
+    import boto3
+
+    from include.pipeline.airflow_env import run_dag
+
+    root, ckpt = tiny
+    result = run_dag(_conf(root, ckpt, f"s3://{s3_bucket}/releases", precisions=["float32"]))
+    [pub] = result["report"]["published"]
+    assert pub["status"] == "published"
+    assert pub["manifest_uri"].startswith(f"s3://{s3_bucket}/releases/mobiledet/")
+    s3 = boto3.client("s3", endpoint_url=os.environ["MOTO_S3_ENDPOINT"] if "MOTO_S3_ENDPOINT" in
+                      os.environ else json.loads(os.environ["AIRFLOW_CONN_AWS_DEFAULT"])["extra"]
+                      ["endpoint_url"], aws_access_key_id="testing", aws_secret_access_key="testing",
+                      region_name="us-east-1")
+    prefix = f"releases/mobiledet/{pub['version']}"
+    manifest = json.loads(s3.get_object(Bucket=s3_bucket, Key=f"{prefix}/manifest.json")["Body"].read())
+    for name, meta in manifest["published"][0]["files"].items():
+        body = s3.get_object(Bucket=s3_bucket, Key=f"{prefix}/edgetpu/float32/{name}")["Body"].read()
+        assert _sha(body) == meta["sha256"] and len(body) == meta["size"]
+    latest = json.loads(s3.get_object(Bucket=s3_bucket, Key="releases/mobiledet/latest.json")["Body"].read())
+    assert latest["version"] == pub["version"]
