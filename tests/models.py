@@ -59,6 +59,26 @@ def make_export(out_dir, variant="edgetpu", qat=False, **kw):
     return out_dir / "export"
 
 
+_SHARED: dict = {}
+_SHARED_ROOT: list = []
+
+
+def shared_export(variant="edgetpu", qat=False, **spec_overrides) -> Path:
+    """An export built once per test session and shared (read-only!) by every test that needs
+    one: QAT exports cost ~30 s each (tfmot's quantize_apply), so tests must not rebuild them.
+    The checkpoint it came from is `<export>/../ckpt`."""
+    import tempfile
+
+    key = (variant, qat, tuple(sorted(spec_overrides.items())))
+    if key not in _SHARED:
+        if not _SHARED_ROOT:
+            _SHARED_ROOT.append(Path(tempfile.mkdtemp(prefix="mobiledet-shared-exports-")))
+        name = f"{variant}-{'qat' if qat else 'float'}-{len(_SHARED)}"
+        _SHARED[key] = make_export(_SHARED_ROOT[0] / name, variant=variant, qat=qat,
+                                   **spec_overrides)
+    return _SHARED[key]
+
+
 def make_image_folder(out_dir, count=8, size=80, seed=0):
     """A folder of random PNG images (calibration data)."""
     from PIL import Image
@@ -77,7 +97,7 @@ def make_tflite(out_dir, precision="float32", variant="edgetpu", calibration=Non
 
     out_dir = Path(out_dir)
     qat = precision == "uint8"
-    export = make_export(out_dir, variant=variant, qat=qat, **kw)
+    export = shared_export(variant=variant, qat=qat, **kw)
     if precision == "int8" and calibration is None:
         calibration = make_image_folder(out_dir / "calib")
     model = out_dir / f"{variant}_{precision}.tflite"

@@ -74,6 +74,11 @@ def save_checkpoint(model, out_dir, spec: ModelSpec, *, qat: bool, label_map: di
     """Write a complete checkpoint folder atomically; returns its metadata."""
     from include.convert.tfod import write_pipeline_config
 
+    if qat:
+        # The uint8 input contract (scale 1/128, zero point 128) lives in the input quantiser's
+        # range; training moves it, so every saved QAT checkpoint carries the pinned range.
+        from include.mobiledet.qat import pin_input_range
+        pin_input_range(model)
     with staged_dir(out_dir) as tmp:
         model.save_weights(str(tmp / WEIGHTS))
         write_pipeline_config(tmp / "pipeline.config", spec, qat=qat, label_map=label_map,
@@ -160,4 +165,7 @@ def load_checkpoint(ckpt_dir, batch_size=None):
         raise CheckpointError(f"weights could not be loaded into a {spec.variant} model "
                               f"({type(exc).__name__}: {exc}).", where=str(path),
                               fix="check that checkpoint.json matches the weights.") from None
+    if meta["qat"]:
+        from include.mobiledet.qat import pin_input_range
+        pin_input_range(model)
     return model, meta

@@ -119,9 +119,6 @@ def export_checkpoint(checkpoint_dir, out_dir, *, max_detections=10, score_thres
     spec = {k: meta[k] for k in spec_fields}
     from include.mobiledet.spec import ModelSpec
     model_spec = ModelSpec.from_dict(spec)
-    if meta["qat"]:
-        from include.mobiledet.qat import pin_input_range
-        pin_input_range(model)
     attrs = postprocess_attrs(model_spec.num_classes, max_detections, score_threshold, iou_threshold)
     graph_def = freeze_raw_graph(model, model_spec.input_size)
     append_postprocess(graph_def, anchors_for(model_spec), attrs)

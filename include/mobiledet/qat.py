@@ -66,7 +66,8 @@ def pin_input_range(model) -> None:
     # tfmot names it quantize_layer, quantize_layer_1, ... (Keras uniquifies per session).
     layer = next(l for l in model.layers if l.name.startswith("quantize_layer"))
     for w in layer.weights:
-        if w.name.endswith("quantize_layer_min:0"):
+        # variables are named <layer>/<layer>_min:0 and _max:0 (the layer name varies)
+        if w.name.endswith("_min:0"):
             w.assign(INPUT_RANGE[0])
-        elif w.name.endswith("quantize_layer_max:0"):
+        elif w.name.endswith("_max:0"):
             w.assign(INPUT_RANGE[1])
