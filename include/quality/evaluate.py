@@ -25,13 +25,15 @@ Boxes: the model's normalised (ymin, xmin, ymax, xmax) are clipped to [0, 1] and
 ORIGINAL image size from the image record (the preprocessing stretches the image, so normalised
 coordinates carry over unchanged) into COCO's absolute [x, y, width, height].
 
-Throughput: images are decoded, preprocessed and run by T worker threads, each with its own
-interpreter (num_threads=1); LiteRT releases the GIL while a model runs, so the workers run in
-parallel and one worker's decoding overlaps the others' inference (strategy "workers"). The other
-strategy, "interpreter", runs one interpreter with num_threads=T while T threads prepare images
-ahead of it. `bench/eval_throughput.py` compares both with the interpreter's own latency.
+Throughput: T loader threads decode and preprocess images a few steps ahead of inference, and
+T inference threads each run their own interpreter with num_threads=1 (strategy "workers", the
+default). LiteRT releases the GIL while a model runs (Pillow and numpy do in their heavy parts),
+so threads run in parallel without the cost of processes. The other strategy, "interpreter",
+runs one interpreter with num_threads=T fed by the same loaders. `bench/eval_throughput.py`
+compares both with the interpreter's own latency-based throughput.
 `images_per_s` covers the detection pass (decode + preprocess + inference + box conversion);
-pycocotools' own time is reported separately as `coco_eval_seconds`.
+creating and warming the interpreters (`setup_seconds`) and pycocotools (`coco_eval_seconds`) are
+reported apart; `seconds` is the whole call.
 """
 from __future__ import annotations
 
@@ -234,59 +236,78 @@ def class_mapping(dataset, model_path, num_classes: int | None) -> tuple[dict[in
         "dataset categories in id order"
 
 
+def _warm(detector) -> None:
+    """One untimed run: XNNPACK packs the weights on the first invoke."""
+    detector.raw_outputs(np.zeros((detector.input_size, detector.input_size, 3), np.float32))
+
+
 def _detect_all(model_path, dataset, image_ids: list[int], threads: int, strategy: str,
-                desc: str, show_progress: bool) -> tuple[dict[int, dict], float]:
-    """Run the model on every image: {image_id: decoded detections}, seconds."""
+                desc: str, show_progress: bool) -> tuple[dict[int, dict], float, float]:
+    """Run the model on every image: ({image_id: decoded detections}, setup s, pass s).
+
+    Setup (creating and warming the interpreters, in parallel) is timed apart from the pass, so
+    images_per_s is the steady rate a long evaluation runs at.
+    """
     from include.console import progress
     from include.data.preprocess import preprocess
-    from include.quality.runner import Detector
+    from include.quality.runner import Detector, decode
 
-    probe = Detector(model_path, threads=1)
-    size = probe.input_size
+    t0 = time.perf_counter()
+    if strategy == "workers":
+        def make(_):
+            det = Detector(model_path, threads=1)
+            _warm(det)
+            return det
 
-    def load(image_id):
-        return preprocess(dataset.load_image(image_id), size)
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            detectors = list(pool.map(make, range(threads)))
+    else:
+        detectors = [Detector(model_path, threads=threads)]
+        _warm(detectors[0])
+    first = detectors[0]
+    size, max_detections = first.input_size, first.max_detections
+    setup_seconds = time.perf_counter() - t0
+
+    def load(image_id):  # every interpreter of a model takes the same input
+        return first.prepare(preprocess(dataset.load_image(image_id), size))
+
+    # The pipeline: `threads` loader threads decode and preprocess images a few steps ahead;
+    # inference threads (one per interpreter) each keep one interpreter for their lifetime and
+    # run whatever image is ready. Pillow, numpy and the interpreter release the GIL in their
+    # heavy parts, so decoding overlaps inference.
+    local = threading.local()
+    lock = threading.Lock()
+
+    def infer(image_id, loaded):
+        det = getattr(local, "detector", None)
+        if det is None:
+            with lock:
+                det = local.detector = detectors.pop()
+        return image_id, decode(det.run(loaded.result()), max_detections)
 
     results: dict[int, dict] = {}
+    window = 2 * (threads + len(detectors)) + 2
     bar = progress(total=len(image_ids), desc=desc, unit="img",
                    disable=None if show_progress else True)
     started = time.perf_counter()
     try:
-        if strategy == "workers":
-            local = threading.local()
-            spare = [probe]  # the probe's interpreter serves the first worker
-            lock = threading.Lock()
-
-            def work(image_id):
-                det = getattr(local, "detector", None)
-                if det is None:
-                    with lock:
-                        det = spare.pop() if spare else None
-                    det = det or Detector(model_path, threads=1)
-                    local.detector = det
-                return image_id, det.detect(load(image_id))
-
-            with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="eval") as pool:
-                for image_id, dets in pool.map(work, image_ids):
-                    results[image_id] = dets
+        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="load") as loaders, \
+                ThreadPoolExecutor(max_workers=len(detectors),
+                                   thread_name_prefix="infer") as runners:
+            pending: list = []
+            for image_id in image_ids:
+                pending.append(runners.submit(infer, image_id, loaders.submit(load, image_id)))
+                while len(pending) >= window:
+                    done_id, dets = pending.pop(0).result()
+                    results[done_id] = dets
                     bar.update(1)
-        else:
-            det = Detector(model_path, threads=threads)
-            window = 2 * threads + 2
-            with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="prep") as pool:
-                pending = [(i, pool.submit(load, i)) for i in image_ids[:window]]
-                nxt = window
-                while pending:
-                    image_id, fut = pending.pop(0)
-                    x = fut.result()
-                    if nxt < len(image_ids):
-                        pending.append((image_ids[nxt], pool.submit(load, image_ids[nxt])))
-                        nxt += 1
-                    results[image_id] = det.detect(x)
-                    bar.update(1)
+            for fut in pending:
+                done_id, dets = fut.result()
+                results[done_id] = dets
+                bar.update(1)
     finally:
         bar.close()
-    return results, time.perf_counter() - started
+    return results, setup_seconds, time.perf_counter() - started
 
 
 def _check_images(dataset, image_ids):
@@ -379,15 +400,23 @@ def evaluate(model, data, *, split: str | None = None, max_images: int | None = 
                         where=str(dataset.annotation_file), fix="use a split with images.")
     _check_images(dataset, image_ids)
 
-    info = model_info(model)
-    Detector(model, threads=1)  # fail fast on a model that breaks the I/O contract
-    mapping, mapping_source = class_mapping(dataset, model, info["num_classes"])
+    # Fail fast, before any long run, on a model that breaks the I/O contract or whose classes
+    # cannot be matched to the dataset's categories.
+    Detector(model, threads=1)
+    mapping, mapping_source = class_mapping(dataset, model, model_info(model)["num_classes"])
+    ref_mapping = None
+    if reference is not None:
+        Detector(reference, threads=1)
+        ref_mapping, _ = class_mapping(dataset, reference, model_info(reference)["num_classes"])
     category_ids = sorted(set(mapping.values()))
     gt_coco = load_ground_truth(dataset)
 
-    def run(path, desc):
-        raw, seconds = _detect_all(path, dataset, image_ids, threads, strategy, desc,
-                                   show_progress)
+    timings = {"setup": 0.0}
+
+    def run(path, desc, mapping):
+        raw, setup, seconds = _detect_all(path, dataset, image_ids, threads, strategy, desc,
+                                          show_progress)
+        timings["setup"] += setup
         dets, dropped = [], 0
         for image_id in image_ids:
             rec = dataset.image_record(image_id)
@@ -396,7 +425,7 @@ def evaluate(model, data, *, split: str | None = None, max_images: int | None = 
             dropped += d
         return dets, dropped, seconds
 
-    dets, dropped, detect_seconds = run(model, f"evaluate {Path(model).name}")
+    dets, dropped, detect_seconds = run(model, f"evaluate {Path(model).name}", mapping)
     if out is not None:
         out = Path(out)
         write_json_atomic(out, dets)
@@ -418,7 +447,8 @@ def evaluate(model, data, *, split: str | None = None, max_images: int | None = 
     coco_seconds = time.perf_counter() - t0
 
     if reference is not None:
-        ref_dets, _, ref_seconds = run(reference, f"reference {Path(reference).name}")
+        ref_dets, _, ref_seconds = run(reference, f"reference {Path(reference).name}",
+                                       ref_mapping)
         ref_ev = _cocoeval(gt_coco, ref_dets, image_ids, category_ids)
         ref_metrics = _metrics_of(ref_ev)
         pseudo, n_pseudo = _pseudo_ground_truth(gt_coco, ref_dets, image_ids,
@@ -436,6 +466,7 @@ def evaluate(model, data, *, split: str | None = None, max_images: int | None = 
     result.update({
         "threads": threads,
         "strategy": strategy,
+        "setup_seconds": round(timings["setup"], 3),
         "detect_seconds": round(detect_seconds, 3),
         "coco_eval_seconds": round(coco_seconds, 3),
         "images_per_s": round(len(image_ids) / detect_seconds, 3),

@@ -217,8 +217,13 @@ class Detector:
     def raw_outputs(self, float_image: np.ndarray) -> dict[str, np.ndarray]:
         """Run once; the four outputs exactly as the model returns them (batch dims, dtypes, slot
         order all untouched), keyed by role."""
+        return self.run(self.prepare(float_image))
+
+    def run(self, model_input: np.ndarray) -> dict[str, np.ndarray]:
+        """`raw_outputs` for an input already made by `prepare` (lets a pipeline prepare inputs
+        in other threads)."""
         interp = self.interpreter
-        interp.set_tensor(self.input_detail["index"], self.prepare(float_image))
+        interp.set_tensor(self.input_detail["index"], model_input)
         interp.invoke()
         return {role: np.array(interp.get_tensor(d["index"])) for role, d in self.outputs.items()}
 
@@ -256,22 +261,42 @@ def default_threads() -> int:
 
 def model_info(model_path) -> dict:
     """What the model file says about its post-process op: num_classes, max_detections, and the
-    op's options (None when the model has no readable TFLite_Detection_PostProcess op)."""
-    from include.edgetpu.tflite_model import POSTPROCESS_CUSTOM_CODE, read_model
+    op's options (None when the model has no readable TFLite_Detection_PostProcess op).
 
-    info = read_model(model_path)
-    for op in info.ops:
-        if op.custom_code == POSTPROCESS_CUSTOM_CODE:
-            opts = op.custom_options if isinstance(op.custom_options, dict) else {}
+    Reads only the operator table of the flatbuffer (not the weights), so it is quick even for
+    large models.
+    """
+    none = {"postprocess_op": False, "num_classes": None, "max_detections": None, "options": {},
+            "outputs": []}
+    path = check_model_file(model_path)
+    try:
+        from ai_edge_litert import schema_py_generated as schema
+        from flatbuffers import flexbuffers
+
+        buf = bytearray(path.read_bytes())
+        model = schema.Model.GetRootAs(buf, 0)
+        codes = [model.OperatorCodes(i).CustomCode() for i in range(model.OperatorCodesLength())]
+        graph = model.Subgraphs(0)
+        for i in range(graph.OperatorsLength()):
+            op = graph.Operators(i)
+            if codes[op.OpcodeIndex()] not in (POSTPROCESS.encode(), POSTPROCESS):
+                continue
+            opts = {}
+            if op.CustomOptionsLength():
+                loaded = flexbuffers.Loads(bytes(op.CustomOptionsAsNumpy()))
+                opts = loaded if isinstance(loaded, dict) else {}
+            outputs = [graph.Tensors(int(t)).Name().decode("utf-8", "replace")
+                       for t in op.OutputsAsNumpy()] if op.OutputsLength() else []
             return {"postprocess_op": True,
                     "num_classes": int(opts["num_classes"]) if "num_classes" in opts else None,
                     "max_detections": int(opts["max_detections"])
                     if "max_detections" in opts else None,
                     "options": {k: v for k, v in opts.items()
                                 if isinstance(v, (int, float, bool, str))},
-                    "outputs": [t.name for t in op.outputs]}
-    return {"postprocess_op": False, "num_classes": None, "max_detections": None, "options": {},
-            "outputs": []}
+                    "outputs": outputs}
+    except Exception:  # an unreadable flatbuffer: the interpreter will say what is wrong
+        return none
+    return none
 
 
 def conversion_json_for(model_path) -> Path:

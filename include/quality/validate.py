@@ -53,7 +53,7 @@ from typing import Any
 
 import numpy as np
 
-from include.errors import ConfigError, DataError, ValidationFailed
+from include.errors import ConfigError, ValidationFailed
 
 BOX_MARGIN = 0.5
 DEFAULT_IMAGES = 8
@@ -85,7 +85,7 @@ def _images(data, count: int, size: int, seed: int = 0) -> tuple[list[tuple[str,
     return out, "synthetic noise images (seeded)"
 
 
-def _expected_input(model_path, report: dict | None, expect_input_dtype: str | None,
+def _expected_input(report: dict | None, expect_input_dtype: str | None,
                     detector) -> tuple[list[str], str, list[int], str]:
     from include.quality.runner import find_precision
 
@@ -172,8 +172,8 @@ def build_tables(detector, images, max_detections: int, n_outputs: int,
             "detections": pd.DataFrame(det_rows, columns=det_columns)}
 
 
-def _suites(gx, max_detections: int, num_classes: int, input_dtypes: list[str],
-            n_images: int) -> dict[str, list]:
+def _suites(gx, max_detections: int, num_classes: int,
+            input_dtypes: list[str]) -> dict[str, list]:
     """{table: [expectation, ...]}; each expectation's meta carries its contract name."""
     E = gx.expectations
 
@@ -219,8 +219,6 @@ def _suites(gx, max_detections: int, num_classes: int, input_dtypes: list[str],
             named(E.ExpectColumnValuesToBeInSet, "four_outputs",
                   "The model has exactly four outputs (boxes, classes, scores, num_detections).",
                   column="model_outputs", value_set=[4]),
-            named(E.ExpectTableRowCountToEqual, "outputs_per_image",
-                  "Every image produced the four outputs.", value=4 * n_images),
             named(E.ExpectColumnPairValuesToBeEqual, "output_shapes",
                   f"Output shapes are boxes [1, {max_detections}, 4], classes and scores "
                   f"[1, {max_detections}], num_detections [1].", column_A="shape",
@@ -245,6 +243,12 @@ def _import_gx():
     return gx
 
 
+def _short(value) -> str:
+    if isinstance(value, (float, np.floating)):
+        return f"{float(value):.4g}"
+    return str(value)
+
+
 def _details(table: str, df, res) -> str:
     r = res.result or {}
     if res.exception_info and res.exception_info.get("raised_exception"):
@@ -255,7 +259,7 @@ def _details(table: str, df, res) -> str:
     total = r.get("element_count", len(df))
     if not n:
         return f"{total} {table} rows checked"
-    idx = list(r.get("unexpected_index_list") or r.get("partial_unexpected_index_list") or [])[:3]
+    idx = list(r.get("unexpected_index_list") or r.get("partial_unexpected_index_list") or [])[:2]
     examples = []
     for i in idx:
         try:
@@ -267,9 +271,9 @@ def _details(table: str, df, res) -> str:
             where += f" slot {int(row['slot'])}"
         col = res.expectation_config.kwargs
         cols = [c for c in (col.get("column"), col.get("column_A"), col.get("column_B")) if c]
-        examples.append(where + " (" + ", ".join(f"{c}={row[c]}" for c in cols) + ")")
+        examples.append(where + " (" + ", ".join(f"{c}={_short(row[c])}" for c in cols) + ")")
     if not examples:
-        examples = [str(v) for v in (r.get("partial_unexpected_list") or [])[:3]]
+        examples = [_short(v) for v in (r.get("partial_unexpected_list") or [])[:2]]
     return f"{n} of {total} {table} rows unexpected, e.g. " + "; ".join(examples)
 
 
@@ -338,11 +342,11 @@ def validate(model, *, data=None, images: int = DEFAULT_IMAGES, out_dir=None,
     n_classes, classes_src = _num_classes(info, num_classes, report)
     max_det = int(info["max_detections"] or detector.max_detections)
     input_dtypes, dtype_src, input_shape, shape_src = _expected_input(
-        model, report, expect_input_dtype, detector)
+        report, expect_input_dtype, detector)
     imgs, image_source = _images(data, images, detector.input_size, seed)
     tables = build_tables(detector, imgs, max_det, len(detector.output_details),
                           (input_dtypes, input_shape))
-    suites = _suites(_import_gx(), max_det, n_classes, input_dtypes, len(imgs))
+    suites = _suites(_import_gx(), max_det, n_classes, input_dtypes)
 
     out_dir = Path(out_dir) if out_dir is not None else default_out_dir(model)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
