@@ -2,8 +2,8 @@
 
 * classification: weighted sigmoid focal loss (alpha 0.75, gamma 2) on the logits of all C + 1
   columns, background included; anchors with class weight 0 (ignored) contribute nothing;
-* localization: weighted smooth L1 (Huber, delta 1) on the 4 box codes, summed over the codes,
-  for positive anchors only;
+* localization: weighted smooth L1 (Huber, delta 1) on the 4 box codes, summed over the codes
+  and divided by the code size 4 (`normalize_loc_loss_by_codesize: true`), positives only;
 * both are summed over anchors and images and divided by the number of positive anchors in the
   batch (at least 1): `normalize_loss_by_num_matches`.
 
@@ -41,7 +41,8 @@ def smooth_l1(predictions, targets, delta: float = HUBER_DELTA):
 
 
 def ssd_loss(box_encodings, class_logits, box_targets, class_targets, box_weights, class_weights,
-             alpha: float = FOCAL_ALPHA, gamma: float = FOCAL_GAMMA, delta: float = HUBER_DELTA):
+             alpha: float = FOCAL_ALPHA, gamma: float = FOCAL_GAMMA, delta: float = HUBER_DELTA,
+             normalize_loc_by_codesize: bool = True):
     """Batch SSD loss -> dict(total, localization, classification, num_matches) of scalars.
 
     box_encodings/box_targets [B, N, 4]; class_logits/class_targets [B, N, C+1];
@@ -52,6 +53,8 @@ def ssd_loss(box_encodings, class_logits, box_targets, class_targets, box_weight
     num_matches = tf.reduce_sum(box_weights)
     normaliser = tf.maximum(num_matches, 1.0)
     loc = tf.reduce_sum(smooth_l1(box_encodings, box_targets, delta) * box_weights) / normaliser
+    if normalize_loc_by_codesize:
+        loc = loc / float(box_encodings.shape[-1])
     focal = sigmoid_focal_loss(class_logits, class_targets, alpha, gamma)
     cls = tf.reduce_sum(focal * class_weights[..., None]) / normaliser
     return {"total": loc + cls, "localization": loc, "classification": cls,

@@ -10,7 +10,15 @@ The TFOD SSD recipe, in vectorised numpy (it runs per image inside the input pip
   object goes unlearnt. When two boxes pick the same best anchor the one listed first keeps it
   (as TFOD's one-hot/argmax formulation does);
 * positives get the Faster R-CNN codes of their box (`box_coder.encode`) and a one-hot class row
-  (column 0 = background, class k -> column k + 1); negatives get the background row.
+  (column 0 = background, class k -> column k + 1);
+* negatives get an all-zero class row: the `ssd_mobiledet_*` configs set
+  `encode_background_as_zeros: true`, so the sigmoid focal loss pushes every column of a
+  background anchor (the background column included) towards 0. The scores that matter are
+  columns 1..C (the export's post-process op skips column 0). `encode_background_as_zeros=False`
+  gives the other TFOD convention, a one-hot background row [1, 0, ..., 0]; with the focal loss
+  on all C + 1 columns that makes every negative anchor a hard positive of the background column
+  at the start (-4.6 bias init), a loss some hundred times larger, which slows training down a
+  lot - hence the configs' choice.
 
 Crowd regions (`is_crowd`): a crowd box (a cluster of objects annotated as one region) is not a
 ground-truth box to match - it takes no part in the argmax or the forced match. An anchor that is
@@ -91,7 +99,8 @@ class TargetAssigner:
     def __init__(self, anchors: np.ndarray, num_classes: int,
                  matched_threshold: float = MATCHED_THRESHOLD,
                  unmatched_threshold: float = UNMATCHED_THRESHOLD,
-                 crowd_ignore_threshold: float = CROWD_IGNORE_THRESHOLD):
+                 crowd_ignore_threshold: float = CROWD_IGNORE_THRESHOLD,
+                 encode_background_as_zeros: bool = True):
         if unmatched_threshold > matched_threshold:
             raise ValueError("unmatched_threshold must not exceed matched_threshold")
         self.anchors = np.asarray(anchors, np.float32)
@@ -100,6 +109,7 @@ class TargetAssigner:
         self.matched_threshold = matched_threshold
         self.unmatched_threshold = unmatched_threshold
         self.crowd_ignore_threshold = crowd_ignore_threshold
+        self.encode_background_as_zeros = bool(encode_background_as_zeros)
 
     @property
     def num_anchors(self) -> int:
@@ -109,7 +119,8 @@ class TargetAssigner:
         """boxes float [K, 4] normalised (ymin, xmin, ymax, xmax); classes int [K] 0-based.
 
         Returns float32 arrays: box_targets [N, 4] (codes; zero where not positive),
-        class_targets [N, C+1] (one-hot, background column 0 for negatives and ignored),
+        class_targets [N, C+1] (one-hot for positives; all zeros for negatives and ignored
+        anchors, or the background column 0 set with encode_background_as_zeros=False),
         box_weights [N] (1 for positives), class_weights [N] (1 for positives and negatives,
         0 for ignored anchors), and `match` int64 [N] (box index, -1 negative, -2 ignored; box
         indices refer to the input order).
@@ -144,9 +155,10 @@ class TargetAssigner:
             box_targets[positive] = box_coder.encode(boxes[match[positive]],
                                                      self.anchors[positive]).astype(np.float32)
         class_targets = np.zeros((n, c1), np.float32)
-        cls_col = np.zeros(n, np.int64)
-        cls_col[positive] = classes[match[positive]] + 1
-        class_targets[np.arange(n), cls_col] = 1.0
+        if positive.any():
+            class_targets[np.flatnonzero(positive), classes[match[positive]] + 1] = 1.0
+        if not self.encode_background_as_zeros:
+            class_targets[~positive, 0] = 1.0
         return {"box_targets": box_targets, "class_targets": class_targets,
                 "box_weights": positive.astype(np.float32), "class_weights": class_weights,
                 "match": match}

@@ -248,7 +248,8 @@ def train(data_dir, out_dir, variant: str, steps: int, batch: int = DEFAULT_BATC
           init=None, qat: bool = False, seed: int = 0, learning_rate: float | None = None,
           warmup_steps: int | None = None, progress: bool = True, split: str = "train",
           augment_config=None, weight_decay: float = WEIGHT_DECAY,
-          log_every: int = 0, keep_model: bool = False) -> dict:
+          log_every: int = 0, keep_model: bool = False, optimizer_name: str = "momentum",
+          clip_norm: float | None = None) -> dict:
     """Train a detector on a COCO-format dataset and write a checkpoint folder to `out_dir`.
 
     input_size / depth_multiplier: taken from `init` when it is given and they are None, else
@@ -327,8 +328,11 @@ def train(data_dir, out_dir, variant: str, steps: int, batch: int = DEFAULT_BATC
         warmup_steps = min(int(round(DEFAULT_WARMUP_FRACTION * steps)), 2000)
     warmup_steps = min(int(warmup_steps), steps)
     warmup_start = learning_rate * WARMUP_START_FRACTION
-    optimizer = tf.keras.optimizers.SGD(
-        _make_schedule(learning_rate, steps, warmup_steps, warmup_start), momentum=MOMENTUM)
+    schedule = _make_schedule(learning_rate, steps, warmup_steps, warmup_start)
+    if optimizer_name == "adam":
+        optimizer = tf.keras.optimizers.Adam(schedule)
+    else:
+        optimizer = tf.keras.optimizers.SGD(schedule, momentum=MOMENTUM)
 
     variables = model.trainable_variables
     decay_vars = [v for v in variables if "kernel" in v.name]
@@ -348,6 +352,8 @@ def train(data_dir, out_dir, variant: str, steps: int, batch: int = DEFAULT_BATC
             if weight_decay:
                 total = total + weight_decay * tf.add_n([tf.nn.l2_loss(v) for v in decay_vars])
         grads = tape.gradient(total, variables)
+        if clip_norm:
+            grads, _ = tf.clip_by_global_norm(grads, clip_norm)
         optimizer.apply_gradients(zip(grads, variables))
         return {**losses, "total": total}
 
