@@ -12,12 +12,12 @@ the presence of FakeQuantWithMinMax* nodes in the graph.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from include.errors import CheckpointError, ConfigError
+from include.mobiledet.checkpoint import sha256_file
 from include.mobiledet.spec import ModelSpec
 
 GRAPH_FILE = "tflite_graph.pb"
@@ -75,14 +75,6 @@ class GraphSource:
 
 
 # ================================================================== GraphDef reading
-def sha256_file(path, chunk=1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def read_graph_def(path):
     """tflite_graph.pb -> tf.compat.v1.GraphDef; CheckpointError if it does not parse."""
     from google.protobuf.message import DecodeError
