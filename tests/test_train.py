@@ -289,7 +289,7 @@ def float_ckpt(tiny_data, pipeline_config_writer):
     root, data = tiny_data
     out = root / "float"
     result = train(data, out, "edgetpu", 25, batch=4, seed=0, progress=False, keep_model=True,
-                   learning_rate=0.05, warmup_steps=3, augment_config=aug.NO_AUGMENT, **TINY)
+                   learning_rate=0.05, warmup_steps=3, augment="none", **TINY)
     return out, result
 
 
@@ -310,6 +310,8 @@ def test_float_training_writes_a_complete_checkpoint(float_ckpt, tiny_data):
     assert meta["label_map"]["0"] == {"name": ds.class_names[0], "category_id": ds.category_ids[0]}
     tr = meta["training"]
     assert tr["batch"] == 4 and tr["learning_rate"]["base"] == 0.05
+    assert tr["optimizer"] == {"name": "sgd", "momentum": 0.9, "weight_decay": 4e-5}
+    assert tr["augmentation"]["preset"] == "none" and tr["augmentation"]["flip_probability"] == 0
     assert tr["images_per_second"] > 0 and tr["seconds"] > 0
     # the loss falls on a tiny set
     assert tr["final_loss"] < 0.5 * tr["initial_loss"]
@@ -328,10 +330,13 @@ def test_qat_fine_tune_writes_fake_quant_checkpoint(float_ckpt, tiny_data):
     root, data = tiny_data
     out = root / "qat"
     result = train(data, out, "edgetpu", 2, batch=2, init=float_ckpt[0], qat=True,
-                   progress=False)
+                   progress=False, optimizer="adam", augment="flip")
     assert result["qat"] is True and result["input_size"] == 64
     assert result["parent_checkpoint"] == str(float_ckpt[0].resolve())
-    assert result["training"]["learning_rate"]["base"] == pytest.approx(0.08 * 2 / 32 * 0.1)
+    tr = result["training"]
+    assert tr["learning_rate"]["base"] == pytest.approx(0.006 * 2 / 32 * 0.1)
+    assert tr["optimizer"]["name"] == "adam"
+    assert tr["augmentation"]["preset"] == "flip" and tr["augmentation"]["crop"] is False
     model, meta = load_checkpoint(out)
     assert meta["qat"] is True and _has_fake_quant(model)
     assert not _has_fake_quant(float_ckpt[1]["model"])
@@ -344,6 +349,10 @@ def test_steps_and_batch_must_be_positive(tiny_data):
         train(tiny_data[1], tiny_data[0] / "x", "edgetpu", 0)
     with pytest.raises(ConfigError, match="batch"):
         train(tiny_data[1], tiny_data[0] / "x", "edgetpu", 5, batch=-1)
+    with pytest.raises(ConfigError, match="--optimizer"):
+        train(tiny_data[1], tiny_data[0] / "x", "edgetpu", 5, optimizer="rmsprop")
+    with pytest.raises(ConfigError, match="--augment"):
+        train(tiny_data[1], tiny_data[0] / "x", "edgetpu", 5, augment="mosaic")
     assert not (tiny_data[0] / "x").exists()
 
 
@@ -393,5 +402,9 @@ def test_cli_parses_and_reports_errors(tiny_data, tmp_path):
     q = parser.parse_args(["train", "--variant", "edgetpu", "--data", "d", "--out", "o",
                            "--steps", "5", "--qat", "--init", "ck"])
     assert q.qat and q.init == "ck"
+    assert (q.optimizer, q.augment) == ("momentum", "ssd")
+    o = parser.parse_args(["train", "--variant", "edgetpu", "--data", "d", "--out", "o",
+                           "--steps", "5", "--optimizer", "adam", "--augment", "flip"])
+    assert (o.optimizer, o.augment) == ("adam", "flip")
     with pytest.raises(SystemExit):
         parser.parse_args(["train", "--variant", "nope", "--data", "d", "--out", "o", "--steps", "5"])

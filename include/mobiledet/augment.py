@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from include.errors import ConfigError
+
 MIN_OBJECT_COVERED = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0)
 
 
@@ -44,6 +46,22 @@ class AugmentConfig:
 
 
 NO_AUGMENT = AugmentConfig(flip_probability=0.0, crop=False)
+FLIP_ONLY = AugmentConfig(crop=False)
+PRESETS = {"ssd": AugmentConfig(), "flip": FLIP_ONLY, "none": NO_AUGMENT}
+
+
+def resolve(augment) -> AugmentConfig:
+    """An AugmentConfig, or a preset name: "ssd" (flip + SSD random crop, the TFOD configs'
+    choice), "flip" (horizontal flip only), "none"."""
+    if isinstance(augment, AugmentConfig):
+        return augment
+    if augment is None:
+        return PRESETS["ssd"]
+    try:
+        return PRESETS[augment]
+    except (KeyError, TypeError):
+        raise ConfigError(f"unknown augmentation {augment!r}; allowed: {', '.join(PRESETS)}.",
+                          where="--augment", fix="pass ssd, flip or none.") from None
 
 
 def _take(targets: dict, keep: np.ndarray, boxes: np.ndarray) -> dict:

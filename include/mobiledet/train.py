@@ -29,13 +29,14 @@ import numpy as np
 
 from include.errors import CheckpointError, ConfigError, DataError
 
-# The demo's training setting: measured on 2 shared CPU cores to reach COCO mAP@0.5 >= 0.5 on
-# the synthetic val split in about 4-5 minutes per variant (see the training notes in the report).
-DEMO_TRAINING = dict(input_size=160, depth_multiplier=0.5, batch=16, steps=600, images=1000)
-DEMO_QAT_STEPS = 200
-
 DEFAULT_BATCH = 32
-DEFAULT_LEARNING_RATE = 0.08        # base LR of the cosine schedule
+OPTIMIZERS = ("momentum", "adam")
+# Base LR of the cosine schedule per optimizer, for batch 32 (scaled linearly with the batch).
+# momentum: the TFOD MobileDet configs' SGD with momentum 0.9 (0.8 at batch 512, long runs).
+# adam: for short runs from scratch; measured on the synthetic data, Adam at 0.003 (batch 16)
+# reaches in 1,500 steps what momentum SGD had not reached in 3,000 (see the README).
+DEFAULT_LEARNING_RATES = {"momentum": 0.08, "adam": 0.006}
+DEFAULT_LEARNING_RATE = DEFAULT_LEARNING_RATES["momentum"]
 WARMUP_START_FRACTION = 1.0 / 6.0   # TFOD: warmup_learning_rate 0.1333 for base 0.8
 DEFAULT_WARMUP_FRACTION = 0.1       # warm-up steps when not given: 10% of the run, <= 2000
 QAT_LR_FACTOR = 0.1                 # QAT fine-tuning uses a tenth of the float LR
@@ -247,13 +248,14 @@ def train(data_dir, out_dir, variant: str, steps: int, batch: int = DEFAULT_BATC
           input_size: int | None = None, depth_multiplier: float | None = None,
           init=None, qat: bool = False, seed: int = 0, learning_rate: float | None = None,
           warmup_steps: int | None = None, progress: bool = True, split: str = "train",
-          augment_config=None, weight_decay: float = WEIGHT_DECAY,
-          log_every: int = 0, keep_model: bool = False, optimizer_name: str = "momentum",
+          augment="ssd", weight_decay: float = WEIGHT_DECAY,
+          log_every: int = 0, keep_model: bool = False, optimizer: str = "momentum",
           clip_norm: float | None = None) -> dict:
     """Train a detector on a COCO-format dataset and write a checkpoint folder to `out_dir`.
 
     input_size / depth_multiplier: taken from `init` when it is given and they are None, else
-    320 / 1.0 (the published MobileDet). qat=True needs `init` (a float checkpoint of the same
+    320 / 1.0 (the published MobileDet). augment: "ssd" (flip + SSD random crop), "flip" or
+    "none", or an `augment.AugmentConfig`. qat=True needs `init` (a float checkpoint of the same
     detector, or a QAT one to continue). learning_rate: base LR of the cosine schedule (default
     DEFAULT_LEARNING_RATE * batch / 32, a tenth of that for QAT). Returns a summary dict (the
     checkpoint's metadata plus `out`; plus the trained Keras `model` when keep_model).
@@ -275,6 +277,11 @@ def train(data_dir, out_dir, variant: str, steps: int, batch: int = DEFAULT_BATC
                                      or warmup_steps < 0):
         raise ConfigError(f"warm-up steps must be a whole number >= 0, got {warmup_steps!r}.",
                           where="--warmup-steps", fix="pass e.g. --warmup-steps 50.")
+    if optimizer not in OPTIMIZERS:
+        raise ConfigError(f"unknown optimizer {optimizer!r}; allowed: {', '.join(OPTIMIZERS)}.",
+                          where="--optimizer", fix="pass --optimizer momentum or adam.")
+    from include.mobiledet.augment import resolve as resolve_augment
+    augment_config = resolve_augment(augment)
     if qat:
         from include.mobiledet.qat import QAT_VARIANTS, check_qat_supported
         if variant not in QAT_VARIANTS:
@@ -302,7 +309,6 @@ def train(data_dir, out_dir, variant: str, steps: int, batch: int = DEFAULT_BATC
 
     import tensorflow as tf
     from include.console import progress as progress_bar
-    from include.mobiledet.augment import AugmentConfig
     from include.mobiledet import checkpoint as ckpt_mod
     from include.mobiledet.losses import ssd_loss
     from include.mobiledet.ssd import anchors_for, build_detector
@@ -320,7 +326,7 @@ def train(data_dir, out_dir, variant: str, steps: int, batch: int = DEFAULT_BATC
         model = build_detector(spec)
 
     if learning_rate is None:
-        learning_rate = DEFAULT_LEARNING_RATE * batch / 32.0
+        learning_rate = DEFAULT_LEARNING_RATES[optimizer] * batch / 32.0
         if qat:
             learning_rate *= QAT_LR_FACTOR
     learning_rate = float(learning_rate)
@@ -329,10 +335,12 @@ def train(data_dir, out_dir, variant: str, steps: int, batch: int = DEFAULT_BATC
     warmup_steps = min(int(warmup_steps), steps)
     warmup_start = learning_rate * WARMUP_START_FRACTION
     schedule = _make_schedule(learning_rate, steps, warmup_steps, warmup_start)
-    if optimizer_name == "adam":
-        optimizer = tf.keras.optimizers.Adam(schedule)
+    if optimizer == "adam":
+        opt = tf.keras.optimizers.Adam(schedule)
+        opt_info = {"name": "adam", "weight_decay": weight_decay}
     else:
-        optimizer = tf.keras.optimizers.SGD(schedule, momentum=MOMENTUM)
+        opt = tf.keras.optimizers.SGD(schedule, momentum=MOMENTUM)
+        opt_info = {"name": "sgd", "momentum": MOMENTUM, "weight_decay": weight_decay}
 
     variables = model.trainable_variables
     decay_vars = [v for v in variables if "kernel" in v.name]
@@ -354,7 +362,7 @@ def train(data_dir, out_dir, variant: str, steps: int, batch: int = DEFAULT_BATC
         grads = tape.gradient(total, variables)
         if clip_norm:
             grads, _ = tf.clip_by_global_norm(grads, clip_norm)
-        optimizer.apply_gradients(zip(grads, variables))
+        opt.apply_gradients(zip(grads, variables))
         return {**losses, "total": total}
 
     assigner = TargetAssigner(anchors_for(spec), spec.num_classes)
@@ -399,11 +407,12 @@ def train(data_dir, out_dir, variant: str, steps: int, batch: int = DEFAULT_BATC
     training = {
         "split": dataset.split, "train_images": len(dataset), "batch": batch, "steps": steps,
         "seed": int(seed), "init": str(init) if init is not None else None,
-        "optimizer": {"name": "sgd", "momentum": MOMENTUM, "weight_decay": weight_decay},
+        "optimizer": opt_info,
         "learning_rate": {"schedule": "cosine_with_warmup", "base": learning_rate,
                           "warmup_steps": warmup_steps, "warmup_start": warmup_start,
                           "total_steps": steps},
-        "augmentation": (augment_config or AugmentConfig()).to_dict(),
+        "augmentation": {"preset": augment if isinstance(augment, str) else None,
+                         **augment_config.to_dict()},
         "loss": {"classification": "sigmoid_focal(alpha=0.75, gamma=2)",
                  "localization": "smooth_l1(delta=1)", "normalize_by_num_matches": True},
         "initial_loss": float(head[:, 0].mean()),

@@ -30,11 +30,17 @@ def register(sub) -> None:
     p.add_argument("--qat", action="store_true",
                    help="quantization-aware fine-tuning of the --init float checkpoint")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--optimizer", choices=("momentum", "adam"), default="momentum",
+                   help="momentum: SGD with momentum 0.9, as the TFOD configs (default); "
+                        "adam: learns much faster in short runs from scratch (the demo's)")
     p.add_argument("--lr", type=float, default=None,
-                   help="base learning rate of the cosine schedule "
-                        "(default 0.08 x batch/32, a tenth of that with --qat)")
+                   help="base learning rate of the cosine schedule (default x batch/32: 0.08 "
+                        "for momentum, 0.006 for adam; a tenth of that with --qat)")
     p.add_argument("--warmup-steps", type=int, default=None,
                    help="linear warm-up steps (default 10%% of --steps)")
+    p.add_argument("--augment", choices=("ssd", "flip", "none"), default="ssd",
+                   help="ssd: horizontal flip + SSD random crop (the TFOD configs, default); "
+                        "flip: horizontal flip only; none")
     p.add_argument("--json", action="store_true", help="print the checkpoint metadata as JSON")
     p.set_defaults(func=cmd_train)
 
@@ -47,7 +53,8 @@ def cmd_train(args) -> int:
                    batch=DEFAULT_BATCH if args.batch is None else args.batch,
                    input_size=args.input_size, depth_multiplier=args.depth_multiplier,
                    init=args.init, qat=args.qat, seed=args.seed, learning_rate=args.lr,
-                   warmup_steps=args.warmup_steps, progress=not args.json, split=args.split)
+                   warmup_steps=args.warmup_steps, progress=not args.json, split=args.split,
+                   augment=args.augment, optimizer=args.optimizer)
     if args.json:
         print_json(result)
         return 0
