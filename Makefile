@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: install test demo bench clean
+.PHONY: install test demo bench bench-train clean
 
 install: $(STAMP)
 
@@ -28,6 +28,9 @@ demo: install
 
 bench: install
 	$(BIN)/python bench/model_sizes.py
+
+bench-train: install
+	$(BIN)/python bench/train_accuracy.py
 
 clean:
 	rm -rf $(VENV) .airflow demo runs

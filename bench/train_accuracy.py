@@ -16,7 +16,7 @@ The script prints the table and exits 1 when a target is missed.
 
     .venv/bin/python bench/train_accuracy.py [--work DIR] [--steps N] [--qat-steps N]
 
-About 13 minutes on 2 cores. Training time moves with whatever else runs on the machine.
+About 11 minutes on 2 cores. Training time moves with whatever else runs on the machine.
 """
 from __future__ import annotations
 

@@ -34,7 +34,7 @@ OPTIMIZERS = ("momentum", "adam")
 # Base LR of the cosine schedule per optimizer, for batch 32 (scaled linearly with the batch).
 # momentum: the TFOD MobileDet configs' SGD with momentum 0.9 (0.8 at batch 512, long runs).
 # adam: for short runs from scratch; measured on the synthetic data, Adam at 0.003 (batch 16)
-# reaches in 1,500 steps what momentum SGD had not reached in 3,000 (see the README).
+# fits in 1,500 steps far more than momentum SGD does in 2,400 (README, "Training").
 DEFAULT_LEARNING_RATES = {"momentum": 0.08, "adam": 0.006}
 DEFAULT_LEARNING_RATE = DEFAULT_LEARNING_RATES["momentum"]
 WARMUP_START_FRACTION = 1.0 / 6.0   # TFOD: warmup_learning_rate 0.1333 for base 0.8
