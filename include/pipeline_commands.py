@@ -81,8 +81,8 @@ def cmd_run(args) -> int:
 
 
 # The demo's budget: at most 20 minutes on 2 cores for data, three trainings and the DAG run.
-# The EdgeTPU float model gets the 10-minute training budget (measured: see the README's
-# "Demo results"); its QAT fine-tune and a short CPU-variant run (to show a second
+# The EdgeTPU float model gets the 10-minute training budget (measured by
+# bench/train_accuracy.py: see the README's "Training"); its QAT fine-tune and a short CPU-variant run (to show a second
 # architecture in the fan-out) share what is left.
 DEMO = dict(input_size=128, depth_multiplier=0.5, batch=16, optimizer="adam", augment="flip",
             images=6000, val_fraction=0.05, steps=1900, qat_steps=300, cpu_steps=600)
@@ -117,10 +117,11 @@ def cmd_demo(args) -> int:
         synthesize(data, images, size=size, seed=0, val_fraction=DEMO["val_fraction"])
         fresh = True   # checkpoints trained on other data are stale
     ckpts = work / "checkpoints"
-    plan = [("edgetpu", False, None, steps), ("edgetpu", True, "edgetpu-float", qat_steps),
-            ("cpu", False, None, cpu_steps)]
-    for variant, qat, init, n in plan:
-        name = f"{variant}-{'qat' if qat else 'float'}"
+    plan = [("edgetpu-float", "edgetpu", False, None, steps),
+            ("edgetpu-qat", "edgetpu", True, "edgetpu-float", qat_steps),
+            ("cpu-float", "cpu", False, None, cpu_steps)]
+    names = [p[0] for p in plan]
+    for name, variant, qat, init, n in plan:
         out = ckpts / name
         if out.joinpath("checkpoint.json").is_file() and not fresh:
             print(f"[demo] {name}: checkpoint exists ({out}); --fresh retrains")
@@ -131,13 +132,12 @@ def cmd_demo(args) -> int:
               augment=DEMO["augment"], init=ckpts / init if init else None, qat=qat)
     store = work / "store"
     print(f"[demo] running the mobiledet_convert DAG through Airflow -> {store}")
-    result = run_dag({"checkpoints": [str(ckpts / n) for n in ("edgetpu-float", "edgetpu-qat",
-                                                                "cpu-float")],
+    result = run_dag({"checkpoints": [str(ckpts / n) for n in names],
                       "data": str(data), "store": str(store), "model_name": "mobiledet-demo"})
     print_results(result["report"], time.perf_counter() - started)
     print(f"artifacts: {store}/mobiledet-demo/")
     print()
-    print(_demo_training_summary(ckpts, [f"{v}-{'qat' if q else 'float'}" for v, q, _, _ in plan]))
+    print(_demo_training_summary(ckpts, names))
     return 0
 
 

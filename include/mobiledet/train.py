@@ -36,7 +36,6 @@ OPTIMIZERS = ("momentum", "adam")
 # adam: for short runs from scratch; measured on the synthetic data, Adam at 0.003 (batch 16)
 # fits in 1,500 steps far more than momentum SGD does in 2,400 (README, "Training").
 DEFAULT_LEARNING_RATES = {"momentum": 0.08, "adam": 0.006}
-DEFAULT_LEARNING_RATE = DEFAULT_LEARNING_RATES["momentum"]
 WARMUP_START_FRACTION = 1.0 / 6.0   # TFOD: warmup_learning_rate 0.1333 for base 0.8
 DEFAULT_WARMUP_FRACTION = 0.1       # warm-up steps when not given: 10% of the run, <= 2000
 QAT_LR_FACTOR = 0.1                 # QAT fine-tuning uses a tenth of the float LR
@@ -256,8 +255,9 @@ def train(data_dir, out_dir, variant: str, steps: int, batch: int = DEFAULT_BATC
     input_size / depth_multiplier: taken from `init` when it is given and they are None, else
     320 / 1.0 (the published MobileDet). augment: "ssd" (flip + SSD random crop), "flip" or
     "none", or an `augment.AugmentConfig`. qat=True needs `init` (a float checkpoint of the same
-    detector, or a QAT one to continue). learning_rate: base LR of the cosine schedule (default
-    DEFAULT_LEARNING_RATE * batch / 32, a tenth of that for QAT). Returns a summary dict (the
+    detector, or a QAT one to continue). optimizer: "momentum" (SGD, momentum 0.9, as TFOD) or
+    "adam". learning_rate: base LR of the cosine schedule (default
+    DEFAULT_LEARNING_RATES[optimizer] * batch / 32, a tenth of that for QAT). Returns a summary dict (the
     checkpoint's metadata plus `out`; plus the trained Keras `model` when keep_model).
     """
     t_start = time.perf_counter()
