@@ -408,3 +408,29 @@ def test_cli_parses_and_reports_errors(tiny_data, tmp_path):
     assert (o.optimizer, o.augment) == ("adam", "flip")
     with pytest.raises(SystemExit):
         parser.parse_args(["train", "--variant", "nope", "--data", "d", "--out", "o", "--steps", "5"])
+
+
+def test_cli_trains_then_evaluates_the_held_out_split(tiny_data, tmp_path, capsys):
+    import json as _json
+
+    from include.mobiledet import train_commands
+
+    parser = argparse.ArgumentParser()
+    train_commands.register(parser.add_subparsers(dest="command"))
+    base = ["train", "--variant", "edgetpu", "--data", str(tiny_data[1]), "--steps", "2",
+            "--batch", "2", "--input-size", "64", "--depth-multiplier", "0.25",
+            "--optimizer", "adam", "--augment", "flip"]
+    # a split that is not there fails before any training, and writes nothing
+    bad = parser.parse_args(base + ["--out", str(tmp_path / "bad"), "--eval-split", "test"])
+    with pytest.raises(DataError, match="test"):
+        bad.func(bad)
+    assert not (tmp_path / "bad").exists()
+    args = parser.parse_args(base + ["--out", str(tmp_path / "c"), "--eval-split", "val",
+                                     "--json"])
+    assert args.func(args) == 0
+    out = _json.loads(capsys.readouterr().out)
+    ev = out["evaluation"]
+    assert ev["split"] == "val" and ev["images"] == 2        # 20% of the 10 tiny images
+    assert 0.0 <= ev["AP50"] <= 1.0 and 0.0 <= ev["AP"] <= ev["AP50"]
+    assert out["training"]["optimizer"]["name"] == "adam"
+    assert (tmp_path / "c" / "checkpoint.json").is_file()

@@ -202,7 +202,8 @@ def _check_positive_int(value, name, flag):
     return int(value)
 
 
-def _open_split(data_dir, split):
+def open_split(data_dir, split):
+    """A dataset folder's split, or an annotation file as it is (split ignored)."""
     from include.data.coco import open_dataset
 
     p = Path(data_dir)
@@ -298,7 +299,7 @@ def train(data_dir, out_dir, variant: str, steps: int, batch: int = DEFAULT_BATC
         init_meta = read_checkpoint_meta(init)
         _check_init(init_meta, init, variant, None, input_size, depth_multiplier, qat)
 
-    dataset = _open_split(data_dir, split)
+    dataset = open_split(data_dir, split)
     if init_meta is not None:
         _check_init(init_meta, init, variant, dataset.num_classes, None, None, qat)
         input_size = int(init_meta["input_size"]) if input_size is None else input_size

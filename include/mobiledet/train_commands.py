@@ -41,20 +41,30 @@ def register(sub) -> None:
     p.add_argument("--augment", choices=("ssd", "flip", "none"), default="ssd",
                    help="ssd: horizontal flip + SSD random crop (the TFOD configs, default); "
                         "flip: horizontal flip only; none")
+    p.add_argument("--eval-split", default=None, metavar="SPLIT",
+                   help="after training, COCO mAP (pycocotools, up to 100 detections per image) "
+                        "of the checkpoint on this split of --data, e.g. val")
     p.add_argument("--json", action="store_true", help="print the checkpoint metadata as JSON")
     p.set_defaults(func=cmd_train)
 
 
 def cmd_train(args) -> int:
     from include.console import print_json
-    from include.mobiledet.train import DEFAULT_BATCH, train
+    from include.mobiledet.train import DEFAULT_BATCH, open_split, train
 
+    if args.eval_split is not None:
+        open_split(args.data, args.eval_split)   # a missing split fails before training
     result = train(args.data, args.out, args.variant, args.steps,
                    batch=DEFAULT_BATCH if args.batch is None else args.batch,
                    input_size=args.input_size, depth_multiplier=args.depth_multiplier,
                    init=args.init, qat=args.qat, seed=args.seed, learning_rate=args.lr,
                    warmup_steps=args.warmup_steps, progress=not args.json, split=args.split,
                    augment=args.augment, optimizer=args.optimizer)
+    if args.eval_split is not None:
+        from include.mobiledet.keras_eval import evaluate_keras
+
+        ev = evaluate_keras(result["out"], args.data, split=args.eval_split)
+        result["evaluation"] = {"split": args.eval_split, **ev}
     if args.json:
         print_json(result)
         return 0
@@ -66,4 +76,8 @@ def cmd_train(args) -> int:
     print(f"  {t['steps']} steps of batch {t['batch']} in {t['seconds']:.0f} s "
           f"({t['images_per_second']} images/s); loss {t['initial_loss']:.3f} -> "
           f"{t['final_loss']:.3f}")
+    if "evaluation" in result:
+        ev = result["evaluation"]
+        print(f"  {ev['split']} split ({ev['images']} images): AP50 {ev['AP50']:.3f}, "
+              f"AP {ev['AP']:.3f}, AP75 {ev['AP75']:.3f}")
     return 0
