@@ -40,7 +40,7 @@ def main(argv=None) -> int:
     from include.data.synth import synthesize
     from include.mobiledet.keras_eval import evaluate_keras
     from include.mobiledet.train import train
-    from include.pipeline_commands import DEMO, _demo_data_matches
+    from include.pipeline_commands import DEMO, demo_data_matches
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--work", default="/tmp/mobiledet-bench-train", help="data and checkpoints")
@@ -52,7 +52,7 @@ def main(argv=None) -> int:
     work = Path(args.work)
     data = work / "data"
     size = DEMO["input_size"]
-    if not _demo_data_matches(data, DEMO["images"], size, DEMO["val_fraction"]):
+    if not demo_data_matches(data, DEMO["images"], size, DEMO["val_fraction"]):
         print(f"synthesizing {DEMO['images']} images at {size}px -> {data}", flush=True)
         synthesize(data, DEMO["images"], size=size, seed=0, val_fraction=DEMO["val_fraction"])
     common = dict(batch=DEMO["batch"], optimizer=DEMO["optimizer"], augment=DEMO["augment"],

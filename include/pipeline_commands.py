@@ -82,13 +82,13 @@ def cmd_run(args) -> int:
 
 # The demo's budget: at most 20 minutes on 2 cores for data, three trainings and the DAG run.
 # The EdgeTPU float model gets the 10-minute training budget (measured by
-# bench/train_accuracy.py: see the README's "Training"); its QAT fine-tune and a short CPU-variant run (to show a second
-# architecture in the fan-out) share what is left.
+# bench/train_accuracy.py: see the README's "Training"); its QAT fine-tune and a short
+# CPU-variant run (to show a second architecture in the fan-out) share what is left.
 DEMO = dict(input_size=128, depth_multiplier=0.5, batch=16, optimizer="adam", augment="flip",
             images=6000, val_fraction=0.05, steps=1900, qat_steps=300, cpu_steps=600)
 
 
-def _demo_data_matches(data: Path, images: int, size: int, val_fraction: float) -> bool:
+def demo_data_matches(data: Path, images: int, size: int, val_fraction: float) -> bool:
     try:
         meta = json.loads((data / "synth.json").read_text())
         return (sum(meta["images"].values()), meta["size"], meta["val_fraction"]) == \
@@ -112,7 +112,7 @@ def cmd_demo(args) -> int:
     prepare_airflow()  # migrate the metadata DB first: a broken Airflow fails before training
     data = work / "data"
     fresh = args.fresh
-    if fresh or not _demo_data_matches(data, images, size, DEMO["val_fraction"]):
+    if fresh or not demo_data_matches(data, images, size, DEMO["val_fraction"]):
         print(f"[demo] synthetic COCO data: {images} images at {size}px -> {data}")
         synthesize(data, images, size=size, seed=0, val_fraction=DEMO["val_fraction"])
         fresh = True   # checkpoints trained on other data are stale

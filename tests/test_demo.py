@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from include.pipeline_commands import DEMO, _demo_data_matches
+from include.pipeline_commands import DEMO, demo_data_matches
 
 
 def test_demo_recipe_is_a_valid_training_setting():
@@ -23,15 +23,15 @@ def test_demo_reuses_only_data_made_with_its_own_settings(tmp_path):
     from include.data.synth import synthesize
 
     data = tmp_path / "data"
-    assert not _demo_data_matches(data, 20, 64, 0.25)          # nothing there yet
+    assert not demo_data_matches(data, 20, 64, 0.25)          # nothing there yet
     synthesize(data, 20, size=64, seed=0, val_fraction=0.25)
-    assert _demo_data_matches(data, 20, 64, 0.25)
-    assert not _demo_data_matches(data, 40, 64, 0.25)          # other image count
-    assert not _demo_data_matches(data, 20, 96, 0.25)          # other size
-    assert not _demo_data_matches(data, 20, 64, 0.5)           # other split
+    assert demo_data_matches(data, 20, 64, 0.25)
+    assert not demo_data_matches(data, 40, 64, 0.25)          # other image count
+    assert not demo_data_matches(data, 20, 96, 0.25)          # other size
+    assert not demo_data_matches(data, 20, 64, 0.5)           # other split
     for broken in ("{not json", "[]", '{"images": 20}'):
         (data / "synth.json").write_text(broken)
-        assert not _demo_data_matches(data, 20, 64, 0.25)
+        assert not demo_data_matches(data, 20, 64, 0.25)
 
 
 @pytest.mark.parametrize("flag", ["--steps", "--qat-steps", "--cpu-steps", "--images"])

@@ -5,7 +5,9 @@ runs, so `mobiledet --help` stays fast.
 """
 from __future__ import annotations
 
+from include.mobiledet.augment import PRESETS
 from include.mobiledet.spec import VARIANTS
+from include.mobiledet.train import OPTIMIZERS
 
 
 def register(sub) -> None:
@@ -30,7 +32,7 @@ def register(sub) -> None:
     p.add_argument("--qat", action="store_true",
                    help="quantization-aware fine-tuning of the --init float checkpoint")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--optimizer", choices=("momentum", "adam"), default="momentum",
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default="momentum",
                    help="momentum: SGD with momentum 0.9, as the TFOD configs (default); "
                         "adam: learns much faster in short runs from scratch (the demo's)")
     p.add_argument("--lr", type=float, default=None,
@@ -38,7 +40,7 @@ def register(sub) -> None:
                         "for momentum, 0.006 for adam; a tenth of that with --qat)")
     p.add_argument("--warmup-steps", type=int, default=None,
                    help="linear warm-up steps (default 10%% of --steps)")
-    p.add_argument("--augment", choices=("ssd", "flip", "none"), default="ssd",
+    p.add_argument("--augment", choices=tuple(PRESETS), default="ssd",
                    help="ssd: horizontal flip + SSD random crop (the TFOD configs, default); "
                         "flip: horizontal flip only; none")
     p.add_argument("--eval-split", default=None, metavar="SPLIT",
