@@ -14,6 +14,8 @@ import pytest
 from include.errors import StoreError
 from include.store import (
     ArtifactStore,
+    clean_version,
+    comparable_baseline,
     fetch,
     last_published,
     latest,
@@ -21,6 +23,7 @@ from include.store import (
     make_version,
     materialize,
     open_store,
+    pointer,
     publish,
     read_manifest,
     stage_dir,
@@ -53,11 +56,11 @@ def _write(path, data: bytes) -> str:
 
 
 class WriteLog:
-    """Records every write the store makes, in order (key of each put/copy/write)."""
+    """Records every write the store makes, in order (key of each put/copy/create/update)."""
 
     def __init__(self, monkeypatch, store):
         self.keys: list[str] = []
-        for name in ("put_bytes", "put_file", "copy"):
+        for name in ("put_bytes", "put_file", "copy", "create_bytes"):
             original = getattr(store, name)
 
             def wrapped(*args, _orig=original, _name=name, **kwargs):
@@ -66,6 +69,17 @@ class WriteLog:
                 return _orig(*args, **kwargs)
 
             monkeypatch.setattr(store, name, wrapped)
+        update = store.update_json
+
+        def logged_update(key, change, **kwargs):  # a compare-and-set that changes nothing
+            def logged(current):                   # writes nothing
+                new = change(current)
+                if new is not None:
+                    self.keys.append(key)
+                return new
+            return update(key, logged, **kwargs)
+
+        monkeypatch.setattr(store, "update_json", logged_update)
 
 
 # ------------------------------------------------------------------------------------------
@@ -255,14 +269,18 @@ def test_publish_copies_passed_and_lists_rejected(store, tmp_path, monkeypatch):
     arts = _artifacts(store, tmp_path)
     version = make_version(FP_A, T0)
     log = WriteLog(monkeypatch, store)
-    result = publish(store, "mobiledet", version, arts, LINEAGE_A)
+    result = publish(store, "mobiledet", version, arts, LINEAGE_A, publisher="run-1")
     assert result.status == "published" and not result.already_published
-    # the manifest is the last write of the release, latest.json comes after it
+    assert result.winner == result.publisher == "run-1"
+    # the manifest is the last write of the release; the pointers all come after it
+    mkey = f"mobiledet/{version}/manifest.json"
     release_writes = [k for k in log.keys if k.startswith(f"mobiledet/{version}/")]
-    assert release_writes[-1] == f"mobiledet/{version}/manifest.json"
-    assert log.keys[-1] == "mobiledet/latest.json"
-    assert log.keys.index("mobiledet/latest.json") > log.keys.index(
-        f"mobiledet/{version}/manifest.json")
+    assert release_writes[-1] == mkey
+    pointer_writes = [i for i, k in enumerate(log.keys) if k.startswith("mobiledet/latest")]
+    assert set(log.keys[pointer_writes[0]:]) == {
+        "mobiledet/latest.json", "mobiledet/latest/cpu.json", "mobiledet/latest/edgetpu.json",
+        "mobiledet/latest/cpu/int8.json", "mobiledet/latest/edgetpu/int8.json"}
+    assert min(pointer_writes) > log.keys.index(mkey)
 
     m = read_manifest(store, "mobiledet", version)
     assert m["lineage"]["checkpoint_fingerprint"] == FP_A
@@ -281,13 +299,13 @@ def test_publish_copies_passed_and_lists_rejected(store, tmp_path, monkeypatch):
         assert store.size(key) == f["size"]
         assert store.sha256(key) == f["sha256"]
         assert f["uri"] == store.uri(key)
-    assert store.get_bytes(f"mobiledet/{version}/cpu/int8/model.tflite") == b"cpu-int8"
+    assert store.get_bytes(f"mobiledet/{version}/run-1/cpu/int8/model.tflite") == b"cpu-int8"
     # the rejected entry is listed with its reason and not copied
     assert m["rejected"] == [{
         "variant": "cpu", "precision": "float16", "metrics": {},
         "reasons": ["AP50 dropped 0.210 below the float32 reference (max 0.010)"],
         "decision": arts[2]["decision"]}]
-    assert not store.exists(f"mobiledet/{version}/cpu/float16")
+    assert not store.exists(f"mobiledet/{version}/run-1/cpu/float16")
     assert result.rejected[0]["reasons"][0].startswith("AP50 dropped")
     # latest points at the new manifest
     head = latest(store, "mobiledet")
@@ -322,8 +340,12 @@ def test_same_version_other_checkpoint_is_refused(store, tmp_path):
         publish(store, "mobiledet", version, _artifacts(store, tmp_path, b"-b"), lineage_b)
     text = str(exc.value)
     assert version in text and "new version" in text and exc.value.fix
-    # the published release is untouched
-    assert store.get_bytes(f"mobiledet/{version}/cpu/int8/model.tflite") == b"cpu-int8"
+    # the published release is untouched, and the refused publisher left nothing behind
+    m = read_manifest(store, "mobiledet", version)
+    assert store.get_bytes(f"mobiledet/{version}/{m['publisher']}/cpu/int8/model.tflite") == \
+        b"cpu-int8"
+    assert {k.split("/")[2] for k in store.list(f"mobiledet/{version}")} == {
+        "manifest.json", m["publisher"]}
 
 
 def test_failure_before_manifest_leaves_no_release(store, tmp_path, monkeypatch):
@@ -365,32 +387,45 @@ def test_first_publish_failure_leaves_no_latest(store, tmp_path, monkeypatch):
     assert list_versions(store, "mobiledet") == []
 
 
-def test_partial_folder_from_a_crash_is_replaced(store, tmp_path):
+def test_own_partial_attempt_is_replaced_others_are_left_alone(store, tmp_path):
     version = make_version(FP_A, T0)
-    # a run that died after copying some files (no manifest): not a release
-    store.put_bytes(b"stale", f"mobiledet/{version}/cpu/int8/model.tflite")
-    store.put_bytes(b"junk", f"mobiledet/{version}/gpu/float16/model.tflite")
+    # run-a's earlier attempt died after copying some files (no manifest): not a release
+    store.put_bytes(b"stale", f"mobiledet/{version}/run-a/cpu/int8/model.tflite")
+    store.put_bytes(b"junk", f"mobiledet/{version}/run-a/gpu/float16/model.tflite")
+    # another run is copying its files right now (or died a moment ago)
+    store.put_bytes(b"busy", f"mobiledet/{version}/run-b/cpu/int8/model.tflite")
     assert latest(store, "mobiledet") is None and list_versions(store, "mobiledet") == []
-    result = publish(store, "mobiledet", version, _artifacts(store, tmp_path), LINEAGE_A)
+    result = publish(store, "mobiledet", version, _artifacts(store, tmp_path), LINEAGE_A,
+                     publisher="run-a")
     assert result.cleaned_partial and result.status == "published"
-    assert store.get_bytes(f"mobiledet/{version}/cpu/int8/model.tflite") == b"cpu-int8"
-    assert not store.exists(f"mobiledet/{version}/gpu")
+    assert store.get_bytes(f"mobiledet/{version}/run-a/cpu/int8/model.tflite") == b"cpu-int8"
+    assert not store.exists(f"mobiledet/{version}/run-a/gpu")
+    # never deleted by another publisher while it may still be at work ...
+    assert store.get_bytes(f"mobiledet/{version}/run-b/cpu/int8/model.tflite") == b"busy"
+    # ... only once it is older than the grace period, and then by clean_version
+    assert clean_version(store, "mobiledet", version, stale_after_s=0) == [
+        f"mobiledet/{version}/run-b"]
+    assert not store.exists(f"mobiledet/{version}/run-b")
     assert latest(store, "mobiledet")["version"] == version
 
 
 def test_crash_between_manifest_and_latest_is_finished_by_rerun(store, tmp_path, monkeypatch):
     version = make_version(FP_A, T0)
-    real = manifest_mod._move_latest
-    monkeypatch.setattr(manifest_mod, "_move_latest",
+    real = manifest_mod.move_pointers
+    monkeypatch.setattr(manifest_mod, "move_pointers",
                         lambda *a, **k: (_ for _ in ()).throw(StoreError("injected")))
     with pytest.raises(StoreError):
         publish(store, "mobiledet", version, _artifacts(store, tmp_path), LINEAGE_A)
     assert store.exists(f"mobiledet/{version}/manifest.json")  # the release is complete
     assert latest(store, "mobiledet") is None
-    monkeypatch.setattr(manifest_mod, "_move_latest", real)
+    monkeypatch.setattr(manifest_mod, "move_pointers", real)
     again = publish(store, "mobiledet", version, _artifacts(store, tmp_path), LINEAGE_A)
     assert again.already_published and again.latest_moved
     assert latest(store, "mobiledet")["version"] == version
+    assert pointer(store, "mobiledet", "edgetpu", "int8")["version"] == version
+    # the loser's own files are gone; only the winner's folder is left
+    assert {k.split("/")[2] for k in store.list(f"mobiledet/{version}")} == {
+        "manifest.json", read_manifest(store, "mobiledet", version)["publisher"]}
 
 
 def test_source_hash_mismatch_stops_before_manifest(store, tmp_path, monkeypatch):

@@ -6,11 +6,16 @@ from include.store.manifest import (
     LATEST,
     MANIFEST,
     PublishResult,
+    clean_version,
+    comparable_baseline,
     last_published,
     latest,
     list_versions,
     make_version,
     manifest_key,
+    move_pointers,
+    pointer,
+    pointer_key,
     publish,
     read_manifest,
 )
@@ -27,8 +32,8 @@ from include.store.store import (
 )
 
 __all__ = [
-    "ArtifactStore", "DEFAULT_CONN_ID", "LATEST", "MANIFEST", "PublishResult", "fetch",
-    "last_published", "latest", "list_versions", "locate", "make_version", "manifest_key",
-    "materialize", "open_store", "publish", "read_manifest", "sha256_file", "stage_dir",
+    "ArtifactStore", "DEFAULT_CONN_ID", "LATEST", "MANIFEST", "PublishResult", "clean_version",
+    "comparable_baseline", "fetch", "last_published", "latest", "list_versions", "locate", "make_version", "manifest_key",
+    "materialize", "move_pointers", "pointer", "pointer_key", "open_store", "publish", "read_manifest", "sha256_file", "stage_dir",
     "stage_file",
 ]

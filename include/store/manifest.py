@@ -1,29 +1,42 @@
-"""Publishing: copy the passing artifacts into a versioned release, write its manifest last.
+"""Publishing: stage the passing artifacts, then decide the release by a conditional create.
 
 Layout inside the store::
 
-    MODEL/latest.json                                  -> the newest published version
-    MODEL/VERSION/manifest.json                        written LAST; its presence = published
-    MODEL/VERSION/VARIANT/PRECISION/model.tflite
-    MODEL/VERSION/VARIANT/PRECISION/model_edgetpu.tflite   (where compiled)
-    MODEL/VERSION/VARIANT/PRECISION/conversion.json | metrics.json | validation.json
+    MODEL/VERSION/manifest.json            the release: created once, never overwritten
+    MODEL/VERSION/PUBLISHER/VARIANT/PRECISION/model.tflite | model_edgetpu.tflite |
+                            conversion.json | metrics.json | validation.json
+    MODEL/latest.json                      newest release of the model (any variant)
+    MODEL/latest/VARIANT.json              newest release holding a model of VARIANT
+    MODEL/latest/VARIANT/PRECISION.json    newest release of (VARIANT, PRECISION): the manifest
+                                           URI and the model file's URI, size and sha256
+
+PUBLISHER is the publishing run (its safe run id): every run copies its files into a folder of
+its own, so two runs publishing the same checkpoint at once never touch each other's files.
 
 Rules
-* A version folder without ``manifest.json`` is not a release (a publish that stopped part-way):
-  the next publish of that version deletes it and starts again, and ``latest.json`` never points
-  at it.
-* A published version is never overwritten. Publishing it again from the same checkpoint
-  (same lineage fingerprint) is a no-op that reports ``already_published``; from another
-  checkpoint it is refused with a StoreError.
-* Every copied file is hashed (SHA-256) at the source and again in the store before the manifest
-  is written; the manifest records the size and hash of every file.
-* ``latest.json`` is overwritten only after the manifest exists.
+* ``manifest.json`` is created with a conditional create (``O_EXCL`` semantics on a local disk,
+  ``PutObject`` with ``IfNoneMatch="*"`` on S3). Exactly one publisher wins; its manifest names
+  its own folder. A loser deletes its own folder and reports ``already_published`` with the
+  winner's manifest; a publisher of *another* checkpoint under the same version gets a
+  StoreError (a published version is never overwritten).
+* A publisher deletes only its own folder: a retry of the same run first clears what its
+  earlier, interrupted attempt left there. Folders of publishers that died and were never
+  retried are removed by :func:`clean_version` once they are older than a grace period (the
+  winner calls it after every publish).
+* Every copied file is hashed at the source and again in the store before the manifest is
+  created; the manifest records the size and hash of every file.
+* Pointers move only after the manifest exists, only forward (by ``published_at``, then
+  version), each by compare-and-set (:meth:`ArtifactStore.update_json`), so a slow publisher
+  of an older release never moves a pointer back. A re-run finishes a publish that stopped
+  between its manifest and its pointers.
 """
 from __future__ import annotations
 
 import json
 import os
 import re
+import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -31,10 +44,14 @@ from typing import Any
 from include.errors import StoreError
 from include.store.store import ArtifactStore, _sha256_of
 
-MANIFEST_SCHEMA = "mobiledet.manifest/1"
-LATEST_SCHEMA = "mobiledet.latest/1"
+MANIFEST_SCHEMA = "mobiledet.manifest/2"
+LATEST_SCHEMA = "mobiledet.latest/2"
 MANIFEST = "manifest.json"
 LATEST = "latest.json"
+POINTERS = "latest"
+# A publisher folder without a manifest naming it, older than this, belongs to a publish that
+# died and was never retried: clean_version removes it.
+STALE_AFTER_S = 3600.0
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -51,6 +68,9 @@ class PublishResult:
     rejected: list[dict] = field(default_factory=list)
     cleaned_partial: bool = False
     latest_moved: bool = False
+    publisher: str | None = None
+    winner: str | None = None
+    pointers: dict = field(default_factory=dict)
 
     @property
     def already_published(self) -> bool:
@@ -131,6 +151,17 @@ def manifest_key(model: str, version: str) -> str:
     return f"{model}/{version}/{MANIFEST}"
 
 
+def pointer_key(model: str, variant: str | None = None, precision: str | None = None) -> str:
+    """Where the consumer pointer of a model, a variant or a (variant, precision) lives."""
+    model = _check_name(model, "model name")
+    if variant is None:
+        return f"{model}/{LATEST}"
+    variant = _check_name(variant, "variant")
+    if precision is None:
+        return f"{model}/{POINTERS}/{variant}.json"
+    return f"{model}/{POINTERS}/{variant}/{_check_name(precision, 'precision')}.json"
+
+
 def read_manifest(store: ArtifactStore, model: str, version: str) -> dict:
     key = manifest_key(_check_name(model, "model name"), _check_name(version, "version"))
     if not store.is_file(key):
@@ -140,10 +171,24 @@ def read_manifest(store: ArtifactStore, model: str, version: str) -> dict:
     return store.read_json(key)
 
 
+def _read_if_any(store: ArtifactStore, key: str) -> dict | None:
+    return store.read_json(key) if store.is_file(key) else None
+
+
 def latest(store: ArtifactStore, model: str) -> dict | None:
     """The content of MODEL/latest.json, or None before the first release."""
-    key = f"{_check_name(model, 'model name')}/{LATEST}"
-    return store.read_json(key) if store.is_file(key) else None
+    return _read_if_any(store, pointer_key(model))
+
+
+def pointer(store: ArtifactStore, model: str, variant: str,
+            precision: str | None = None) -> dict | None:
+    """The newest published release of `variant` (and `precision`): one small object to read.
+
+    For (variant, precision): version, manifest_uri, published_at, model_uri, sha256, size (and
+    the Edge TPU model's where compiled). For a variant: the same per precision under `models`.
+    None before the first such release.
+    """
+    return _read_if_any(store, pointer_key(model, variant, precision))
 
 
 def list_versions(store: ArtifactStore, model: str) -> list[str]:
@@ -157,11 +202,18 @@ def list_versions(store: ArtifactStore, model: str) -> list[str]:
     return sorted(versions)
 
 
+def _manifests_newest_first(store: ArtifactStore, model: str) -> list[dict]:
+    manifests = [read_manifest(store, model, v) for v in list_versions(store, model)]
+    manifests.sort(key=lambda m: (m.get("published_at", ""), m.get("version", "")), reverse=True)
+    return manifests
+
+
 def _entry_baseline(manifest: dict, variant: str, precision: str) -> dict | None:
     for entry in manifest.get("published", []):
         if entry.get("variant") == variant and entry.get("precision") == precision:
             decision = entry.get("decision") or {}
             metrics = entry.get("metrics") or {}
+            lineage = manifest.get("lineage") or {}
             return {
                 "model": manifest.get("model"),
                 "version": manifest.get("version"),
@@ -169,6 +221,8 @@ def _entry_baseline(manifest: dict, variant: str, precision: str) -> dict | None
                 "manifest_uri": manifest.get("manifest_uri"),
                 "variant": variant,
                 "precision": precision,
+                "qat": lineage.get("qat"),
+                "evaluation_data_fingerprint": lineage.get("evaluation_data_fingerprint"),
                 "metric": decision.get("metric", metrics.get("metric")),
                 "map": decision.get("map", metrics.get("map")),
                 "metrics": metrics,
@@ -178,27 +232,53 @@ def _entry_baseline(manifest: dict, variant: str, precision: str) -> dict | None
 
 
 def last_published(store: ArtifactStore, model: str, variant: str, precision: str) -> dict | None:
-    """The newest published release holding (variant, precision), with its gate metric.
+    """The newest published release holding (variant, precision), whatever it was made from.
 
-    Returns a dict with version, published_at, manifest_uri, metric, map (the gate metric value
-    recorded when it was published), metrics and decision; None when no release has it yet.
+    For the no-regression gate use :func:`comparable_baseline`, which also matches the source
+    kind and the evaluation dataset.
     """
-    head = latest(store, model)
-    if head:
-        try:
-            found = _entry_baseline(read_manifest(store, model, head["version"]), variant,
-                                    precision)
-        except StoreError:
-            found = None
-        if found:
-            return found
-    manifests = [read_manifest(store, model, v) for v in list_versions(store, model)]
-    manifests.sort(key=lambda m: (m.get("published_at", ""), m.get("version", "")), reverse=True)
-    for manifest in manifests:
+    for manifest in _manifests_newest_first(store, model):
         found = _entry_baseline(manifest, variant, precision)
         if found:
             return found
     return None
+
+
+def comparable_baseline(store: ArtifactStore, model: str, variant: str, precision: str, *,
+                        qat: bool, data_fingerprint: str | None) -> tuple[dict | None, str]:
+    """The newest release to compare a new model with, and why, as ``(baseline, reason)``.
+
+    Comparable means the same model, variant, precision, source kind (float or QAT checkpoint)
+    and evaluation dataset (fingerprint): a number measured on other images or from another
+    kind of checkpoint says nothing about a regression. Without one, `baseline` is None and
+    `reason` says what was there instead.
+    """
+    kind = "QAT" if qat else "float"
+    others = []
+    for manifest in _manifests_newest_first(store, model):
+        found = _entry_baseline(manifest, variant, precision)
+        if not found:
+            continue
+        why = []
+        if bool(found["qat"]) != bool(qat):
+            why.append(f"made from a {'QAT' if found['qat'] else 'float'} checkpoint, this one "
+                       f"from a {kind} checkpoint")
+        theirs = found["evaluation_data_fingerprint"]
+        if not data_fingerprint or not theirs or theirs != data_fingerprint:
+            why.append("evaluated on another dataset (fingerprint "
+                       f"{_short(theirs)} vs {_short(data_fingerprint)})")
+        if not why:
+            return found, f"release {found['version']}: same source kind and evaluation dataset"
+        others.append(f"{found['version']} ({'; '.join(why)})")
+    if not others:
+        return None, f"first release of {variant}/{precision}: no published baseline"
+    listed = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+    return None, (f"no comparable baseline for {variant}/{precision} from a {kind} checkpoint "
+                  f"on this evaluation dataset: {listed}")
+
+
+def _short(fp: str | None) -> str:
+    return "none" if not fp else str(fp).rpartition(":")[2][:12]
 
 
 # --------------------------------------------------------------------------------------------
@@ -301,19 +381,125 @@ def _metrics_of(store: ArtifactStore, entry: dict, files: dict) -> dict:
     return {}
 
 
-def _move_latest(store: ArtifactStore, model: str, manifest: dict, now: datetime | None) -> str:
-    return store.write_json(f"{model}/{LATEST}", sort_keys=False, obj={
-        "schema": LATEST_SCHEMA,
-        "model": model,
-        "version": manifest["version"],
-        "manifest_uri": manifest["manifest_uri"],
-        "published_at": manifest["published_at"],
-        "updated_at": _now_iso(now),
-    })
+def _advance(doc_of):
+    """A compare-and-set change that replaces a pointer only with a newer release."""
+    def change(current):
+        new = doc_of(current)
+        if current and (current.get("published_at", ""), current.get("version", "")) >= \
+                (new["published_at"], new["version"]):
+            return None
+        return new
+    return change
+
+
+def _pointer_docs(manifest: dict) -> dict[str, Any]:
+    """Pointer key -> document builder for every pointer this release may move."""
+    model = manifest["model"]
+    base = {"schema": LATEST_SCHEMA, "model": model, "version": manifest["version"],
+            "manifest_uri": manifest["manifest_uri"], "published_at": manifest["published_at"],
+            "qat": (manifest.get("lineage") or {}).get("qat")}
+    docs: dict[str, Any] = {pointer_key(model): lambda cur: dict(base)}
+    by_variant: dict[str, dict] = {}
+    for entry in manifest.get("published", []):
+        files = entry.get("files") or {}
+        model_file = files.get("model.tflite") or {}
+        doc = {**base, "variant": entry["variant"], "precision": entry["precision"],
+               "model_uri": model_file.get("uri"), "sha256": model_file.get("sha256"),
+               "size": model_file.get("size"),
+               "metric": (entry.get("decision") or {}).get("metric"),
+               "map": (entry.get("decision") or {}).get("map")}
+        if "model_edgetpu.tflite" in files:
+            doc.update(edgetpu_model_uri=files["model_edgetpu.tflite"].get("uri"),
+                       edgetpu_sha256=files["model_edgetpu.tflite"].get("sha256"))
+        docs[pointer_key(model, entry["variant"], entry["precision"])] = \
+            (lambda d: lambda cur: dict(d))(doc)
+        by_variant.setdefault(entry["variant"], {})[entry["precision"]] = {
+            k: doc[k] for k in ("model_uri", "sha256", "size", "metric", "map")}
+    for variant, models in by_variant.items():
+        docs[pointer_key(model, variant)] = (lambda d: lambda cur: d)(
+            {**base, "variant": variant, "models": models})
+    return docs
+
+
+def move_pointers(store: ArtifactStore, manifest: dict) -> dict[str, bool]:
+    """Move every consumer pointer of a published release forward; key -> moved or not."""
+    moved = {}
+    for key, doc_of in _pointer_docs(manifest).items():
+        after = store.update_json(key, _advance(doc_of), sort_keys=False)
+        moved[key] = bool(after) and after.get("version") == manifest["version"] and \
+            after.get("published_at") == manifest["published_at"]
+    return moved
+
+
+def clean_version(store: ArtifactStore, model: str, version: str, *,
+                  stale_after_s: float = STALE_AFTER_S, keep: tuple[str, ...] = ()) -> list[str]:
+    """Remove publisher folders of MODEL/VERSION that no manifest names and that are older than
+    `stale_after_s` (their publish died and was never retried); returns the removed folders.
+
+    A folder written to more recently may belong to a publisher still at work: it is left
+    alone (that publisher deletes it itself when it loses).
+    """
+    model, version = _check_name(model, "model name"), _check_name(version, "version")
+    prefix = f"{model}/{version}"
+    manifest = _read_if_any(store, manifest_key(model, version))
+    keep = set(keep) | ({manifest.get("publisher")} if manifest else set())
+    folders: dict[str, list[str]] = {}
+    for key in store.list(prefix):
+        parts = key[len(prefix) + 1:].split("/")
+        if len(parts) > 1:
+            folders.setdefault(parts[0], []).append(key)
+    removed = []
+    now = time.time()
+    for name, keys in sorted(folders.items()):
+        if name in keep:
+            continue
+        stamps = []
+        for k in keys:
+            try:
+                stamps.append(store.modified(k))
+            except StoreError:  # gone since the listing: its owner is removing it
+                stamps.append(now)
+        if now - max(stamps) >= stale_after_s:
+            store.delete_prefix(f"{prefix}/{name}")
+            removed.append(f"{prefix}/{name}")
+    return removed
+
+
+def _drop_own(store: ArtifactStore, folder: str) -> bool:
+    if store.exists(folder):
+        store.delete_prefix(folder)
+        return True
+    return False
+
+
+def _already(store: ArtifactStore, result: PublishResult, existing: dict, fingerprint: str,
+             mkey: str) -> PublishResult:
+    old_fp = (existing.get("lineage") or {}).get("checkpoint_fingerprint")
+    if old_fp != fingerprint:
+        raise StoreError(
+            f"version {result.version!r} of model {result.model!r} is already published from "
+            f"checkpoint {old_fp!r}; this run's checkpoint is {fingerprint!r}. A published "
+            "version is never overwritten.", where=store.uri(mkey),
+            fix="publish under a new version (make_version() derives one from the checkpoint "
+                "fingerprint and time).")
+    result.status = "already_published"
+    result.winner = existing.get("publisher")
+    result.manifest_uri = existing.get("manifest_uri", store.uri(mkey))
+    result.published = [{"variant": e["variant"], "precision": e["precision"],
+                         "files": e.get("files", {})} for e in existing.get("published", [])]
+    result.rejected = [{"variant": e["variant"], "precision": e["precision"],
+                        "reasons": e.get("reasons", [])} for e in existing.get("rejected", [])]
+    # The winner may have stopped between its manifest and its pointers: finish that step
+    # (forward only, so this never moves a pointer back to an older release).
+    result.pointers = move_pointers(store, existing)
+    result.latest_moved = result.pointers.get(pointer_key(result.model), False)
+    result.latest_uri = store.uri(pointer_key(result.model))
+    return result
 
 
 def publish(store: ArtifactStore, model_name: str, version: str, artifacts: list[dict],
-            lineage: dict, decisions: Any = None, *, now: datetime | None = None) -> PublishResult:
+            lineage: dict, decisions: Any = None, *, now: datetime | None = None,
+            publisher: str | None = None, stale_after_s: float = STALE_AFTER_S) -> PublishResult:
     """Publish the passing artifacts of one checkpoint as MODEL/VERSION (see module doc).
 
     `artifacts`: entries ``{variant, precision, files: {name: source}, passed, decision,
@@ -321,10 +507,15 @@ def publish(store: ArtifactStore, model_name: str, version: str, artifacts: list
     document. Only passed entries are copied; rejected ones are listed in the manifest with
     their reasons. `lineage` must hold ``checkpoint_fingerprint`` (and should hold
     checkpoint_uri, code_version, tensorflow_version, converter_version). `decisions`: every
-    gate decision of the run (defaults to the entries' decisions).
+    gate decision of the run (defaults to the entries' decisions). `publisher` names this
+    publish (the run id: a retry of the same run reuses its folder); default: a fresh id.
     """
     model = _check_name(model_name, "model name")
     version = _check_name(version, "version")
+    publisher = _check_name(publisher or f"p-{uuid.uuid4().hex[:12]}", "publisher")
+    if publisher in (MANIFEST, POINTERS):
+        raise StoreError(f"publisher {publisher!r} collides with a reserved name.",
+                         where="publisher", fix="use the run id.")
     entries = _check_artifacts(artifacts)
     lineage = _plain(dict(lineage or {}))
     fingerprint = lineage.get("checkpoint_fingerprint")
@@ -343,67 +534,45 @@ def publish(store: ArtifactStore, model_name: str, version: str, artifacts: list
                     {"decision": e.get("decision"), "metrics": e.get("metrics")})
 
     version_prefix = f"{model}/{version}"
+    own = f"{version_prefix}/{publisher}"
     mkey = manifest_key(model, version)
-    result = PublishResult(model=model, version=version, status="published")
+    result = PublishResult(model=model, version=version, status="published", publisher=publisher)
 
-    if store.is_file(mkey):
-        existing = store.read_json(mkey)
-        old_fp = (existing.get("lineage") or {}).get("checkpoint_fingerprint")
-        if old_fp != fingerprint:
-            raise StoreError(
-                f"version {version!r} of model {model!r} is already published from checkpoint "
-                f"{old_fp!r}; this run's checkpoint is {fingerprint!r}. A published version is "
-                "never overwritten.", where=store.uri(mkey),
-                fix="publish under a new version (make_version() derives one from the checkpoint "
-                    "fingerprint and time).")
-        result.status = "already_published"
-        result.manifest_uri = existing.get("manifest_uri", store.uri(mkey))
-        result.published = [{"variant": e["variant"], "precision": e["precision"],
-                             "files": e.get("files", {})} for e in existing.get("published", [])]
-        result.rejected = [{"variant": e["variant"], "precision": e["precision"],
-                            "reasons": e.get("reasons", [])} for e in existing.get("rejected", [])]
-        # A run that stopped between the manifest and latest.json: finish its last step, but
-        # never move latest.json back to an older release.
-        head = latest(store, model)
-        if head is None or (head.get("version") != version
-                            and head.get("published_at", "") < existing.get("published_at", "")):
-            result.latest_uri = _move_latest(store, model, existing, now)
-            result.latest_moved = True
-        else:
-            result.latest_uri = store.uri(f"{model}/{LATEST}")
-        return result
+    existing = _read_if_any(store, mkey)
+    if existing:
+        if existing.get("publisher") != publisher:
+            _drop_own(store, own)
+        return _already(store, result, existing, fingerprint, mkey)
 
     passed = [e for e in entries if e["passed"]]
     rejected = [e for e in entries if not e["passed"]]
     result.rejected = [{"variant": e["variant"], "precision": e["precision"],
                         "reasons": _reasons(e)} for e in rejected]
+    # An earlier attempt of this same publisher (a retried task) may have left files: they
+    # are this publisher's own, so they go; nobody else's folder is touched.
+    result.cleaned_partial = _drop_own(store, own)
     if not passed:
         result.status = "nothing_to_publish"
         return result
 
-    if store.exists(version_prefix):  # a publish that stopped part-way: not a release
-        store.delete_prefix(version_prefix)
-        result.cleaned_partial = True
-
     published_entries = []
     try:
         for entry in passed:
-            prefix = f"{version_prefix}/{entry['variant']}/{entry['precision']}"
-            files = _copy_entry(store, prefix, entry)
+            files = _copy_entry(store, f"{own}/{entry['variant']}/{entry['precision']}", entry)
             published_entries.append({
                 "variant": entry["variant"],
                 "precision": entry["precision"],
-                "path": f"{entry['variant']}/{entry['precision']}",
+                "path": f"{publisher}/{entry['variant']}/{entry['precision']}",
                 "files": files,
                 "metrics": _plain(_metrics_of(store, entry, files)),
                 "decision": _plain(entry.get("decision") or {}),
             })
-        published_at = _now_iso(now)
         manifest = {
             "schema": MANIFEST_SCHEMA,
             "model": model,
             "version": version,
-            "published_at": published_at,
+            "published_at": _now_iso(now),
+            "publisher": publisher,
             "manifest_uri": store.uri(mkey),
             "lineage": lineage,
             "files": [{"path": f["key"][len(version_prefix) + 1:], "uri": f["uri"],
@@ -415,19 +584,27 @@ def publish(store: ArtifactStore, model_name: str, version: str, artifacts: list
                           "decision": _plain(e.get("decision") or {})} for e in rejected],
             "decisions": decisions,
         }
-        # LAST: from here on the version is published
-        store.write_json(mkey, manifest, sort_keys=False)
+        # The one decision: from here on exactly one publisher's manifest is the release.
+        won = store.create_json(mkey, manifest, sort_keys=False)
     except BaseException:
-        try:  # leave nothing that looks like a release; the next publish would clean it anyway
-            if not store.is_file(mkey):
-                store.delete_prefix(version_prefix)
+        try:  # leave nothing of ours behind; a retry would clear it anyway
+            _drop_own(store, own)
         except Exception:
             pass
         raise
+    if not won:
+        _drop_own(store, own)
+        return _already(store, result, store.read_json(mkey), fingerprint, mkey)
 
+    result.winner = publisher
     result.manifest_uri = store.uri(mkey)
     result.published = [{"variant": e["variant"], "precision": e["precision"],
                          "files": e["files"]} for e in published_entries]
-    result.latest_uri = _move_latest(store, model, manifest, now)
-    result.latest_moved = True
+    result.pointers = move_pointers(store, manifest)
+    result.latest_moved = result.pointers.get(pointer_key(model), False)
+    result.latest_uri = store.uri(pointer_key(model))
+    try:  # housekeeping only: the release is complete whatever happens here
+        clean_version(store, model, version, stale_after_s=stale_after_s)
+    except StoreError:
+        pass
     return result

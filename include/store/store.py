@@ -41,6 +41,8 @@ from include.errors import StoreError
 DEFAULT_CONN_ID = "aws_default"
 SUPPORTED_SCHEMES = ("file", "s3")
 PARTIAL_MARK = ".partial-"
+LOCK_SUFFIX = ".lock"
+CAS_ATTEMPTS = 20
 _CHUNK = 1 << 20
 
 
@@ -163,6 +165,11 @@ def _check_key(key: str, *, allow_empty: bool = False, what: str = "key") -> str
                          "without empty, '.' or '..' parts.", where=f"store {what}",
                          fix="use a path such as 'runs/<run_id>/cpu/int8/model.tflite'.")
     return norm
+
+
+def _hidden(name: str) -> bool:
+    """Names the store writes for itself and never lists: in-flight temp files, lock files."""
+    return PARTIAL_MARK in name or (name.startswith(".") and name.endswith(LOCK_SUFFIX))
 
 
 def _partial_name(path: str) -> str:
@@ -314,10 +321,20 @@ class ArtifactStore:
         for item in found:
             item = item.rstrip("/")
             rel = item[len(root):].lstrip("/") if root else item.lstrip("/")
-            if PARTIAL_MARK in rel.rpartition("/")[2]:
+            if _hidden(rel.rpartition("/")[2]):
                 continue
             keys.append(rel)
         return sorted(keys)
+
+    def modified(self, key: str) -> float:
+        """When `key` was last written (Unix time), as the store reports it."""
+        path = self._fs_path(key)
+        with self._errors("read the time of", key):
+            if self.local:
+                return os.stat(path).st_mtime
+            self._fresh(path)
+            stamp = self.fs.info(path).get("LastModified")
+            return stamp.timestamp() if hasattr(stamp, "timestamp") else float(stamp or 0)
 
     # -- writes -------------------------------------------------------------------------------
     def _write_local(self, key: str, writer) -> str:
@@ -377,16 +394,115 @@ class ArtifactStore:
 
     def write_json(self, key: str, obj: Any, *, sort_keys: bool = True) -> str:
         """Write `obj` as indented JSON (strict: no NaN); returns the key's URI."""
-        try:
-            text = json.dumps(obj, indent=2, sort_keys=sort_keys, allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            raise StoreError(f"cannot write JSON: {exc}", where=self.uri(key),
-                             fix="pass only dicts, lists, strings, finite numbers, booleans and "
-                                 "None (convert numpy values with float()/int()).") from exc
-        return self.put_bytes((text + "\n").encode("utf-8"), key)
+        return self.put_bytes(_json_bytes(obj, self.uri(key), sort_keys), key)
 
     def read_json(self, key: str) -> Any:
-        data = self.get_bytes(key)
+        return self._parse_json(self.get_bytes(key), key)
+
+    # -- conditional writes: the only way two writers decide who wins ------------------------
+    def create_bytes(self, data: bytes, key: str) -> bool:
+        """Write `data` to `key` only if nothing is there yet; True when this call created it.
+
+        Never check-then-write: on a local disk the file is written under a temporary name and
+        hard-linked into place (``link`` fails when the name exists, O_EXCL semantics, and a
+        reader never sees half a file); on S3 it is one ``PutObject`` with ``IfNoneMatch="*"``
+        (412 when the key exists). The object is read back afterwards, so a backend that let
+        two creates through (a test server without locking) still gives exactly one winner.
+        """
+        key = _check_key(key)
+        data = bytes(data)
+        with self._errors("create", key):
+            final = self._fs_path(key)
+            if self.local:
+                os.makedirs(os.path.dirname(final), exist_ok=True)
+                tmp = _partial_name(final)
+                try:
+                    with open(tmp, "wb") as fh:
+                        fh.write(data)
+                        fh.flush()
+                        os.fsync(fh.fileno())
+                    try:
+                        os.link(tmp, final)
+                    except FileExistsError:
+                        return False
+                finally:
+                    if os.path.exists(tmp):
+                        os.unlink(tmp)
+                return True
+            try:
+                self.fs.pipe_file(final, data, mode="create")
+            except FileExistsError:
+                return False
+            finally:
+                self._fresh(final)
+        return self.get_bytes(key) == data
+
+    def create_json(self, key: str, obj: Any, *, sort_keys: bool = True) -> bool:
+        """`create_bytes` for a JSON document (strict JSON, no NaN)."""
+        return self.create_bytes(_json_bytes(obj, self.uri(key), sort_keys), key)
+
+    def update_json(self, key: str, change, *, sort_keys: bool = True) -> Any:
+        """Compare-and-set: ``change(current_or_None)`` returns the new document, or None to
+        leave `key` as it is; returns what `key` holds afterwards.
+
+        On a local disk the read-change-write runs under an exclusive ``flock`` on a lock file
+        beside the key; on S3 the write is conditional on the ETag that was read (``IfMatch``,
+        or ``IfNoneMatch="*"`` for a new key) and read back, and a lost race reads again and
+        calls `change` again (at most CAS_ATTEMPTS times).
+        """
+        key = _check_key(key)
+        if self.local:
+            return self._update_local(key, change, sort_keys)
+        bucket, _, obj_key = self._fs_path(key).partition("/")
+        for _ in range(CAS_ATTEMPTS):
+            path = self._fs_path(key)
+            with self._errors("read", key):
+                self._fresh(path)
+                try:  # ETag first: a body newer than it only makes the conditional put fail
+                    etag = self.fs.info(path)["ETag"]
+                    current = self._parse_json(self.fs.cat_file(path), key)
+                except FileNotFoundError:
+                    etag, current = None, None
+            new = change(current)
+            if new is None:
+                return current
+            data = _json_bytes(new, self.uri(key), sort_keys)
+            cond = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
+            with self._errors("write", key):
+                try:
+                    self.fs.call_s3("put_object", Bucket=bucket, Key=obj_key, Body=data, **cond)
+                except (FileExistsError, OSError) as exc:
+                    if not _precondition_failed(exc):
+                        raise
+                    continue  # someone else wrote first: read again
+                finally:
+                    self._fresh(self._fs_path(key))
+                if self.get_bytes(key) == data:
+                    return new
+        raise StoreError(f"could not update {key} after {CAS_ATTEMPTS} attempts: other writers "
+                         "kept changing it.", where=self.uri(key),
+                         fix="retry the task; if it keeps happening, fewer runs should write "
+                             "this key at once.")
+
+    def _update_local(self, key: str, change, sort_keys: bool) -> Any:
+        import fcntl
+
+        final = self._fs_path(key)
+        head, _, name = final.rpartition("/")
+        os.makedirs(head, exist_ok=True)
+        with self._errors("update", key), open(f"{head}/.{name}{LOCK_SUFFIX}", "a+") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+            try:
+                current = self.read_json(key) if os.path.isfile(final) else None
+                new = change(current)
+                if new is None:
+                    return current
+                self.put_bytes(_json_bytes(new, self.uri(key), sort_keys), key)
+                return new
+            finally:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+
+    def _parse_json(self, data: bytes, key: str) -> Any:
         try:
             return json.loads(data.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as exc:
@@ -444,6 +560,22 @@ class ArtifactStore:
         return self._loc(_check_key(text))
 
 
+def _json_bytes(obj: Any, where: str, sort_keys: bool = True) -> bytes:
+    try:
+        text = json.dumps(obj, indent=2, sort_keys=sort_keys, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise StoreError(f"cannot write JSON: {exc}", where=where,
+                         fix="pass only dicts, lists, strings, finite numbers, booleans and "
+                             "None (convert numpy values with float()/int()).") from exc
+    return (text + "\n").encode("utf-8")
+
+
+def _precondition_failed(exc: BaseException) -> bool:
+    text = str(exc)
+    return isinstance(exc, FileExistsError) or "PreconditionFailed" in text or \
+        "pre-conditions you specified did not hold" in text or "412" in text
+
+
 def open_store(uri_or_path, conn_id: str | None = DEFAULT_CONN_ID) -> ArtifactStore:
     """Open a store from a URI, a local path, or return an ArtifactStore unchanged."""
     if isinstance(uri_or_path, ArtifactStore):
@@ -470,9 +602,24 @@ def stage_dir(store: ArtifactStore, local_dir: str, prefix: str) -> str:
     return store.uri(prefix)
 
 
-def fetch(uri: str, local_path: str, conn_id: str | None = DEFAULT_CONN_ID) -> str:
-    """Download the file at a store URI to `local_path`; returns the local path."""
-    return _download_atomic(locate(uri, conn_id), local_path)
+def fetch(uri: str, local_path: str, conn_id: str | None = DEFAULT_CONN_ID, *,
+          sha256: str | None = None) -> str:
+    """Download the file at a store URI to `local_path`; returns the local path.
+
+    With `sha256` (the digest recorded when the file was written: a manifest, a pointer, a
+    task's XCom), the download is refused, and nothing is left at `local_path`, when the bytes
+    differ: a corrupted or replaced object is named, never used.
+    """
+    path = _download_atomic(locate(uri, conn_id), local_path)
+    if sha256:
+        got = sha256_file(path)
+        if got != sha256.rpartition(":")[2]:
+            os.unlink(path)
+            raise StoreError(f"the downloaded file is not the one that was recorded: sha256 "
+                             f"{got} instead of {sha256.rpartition(':')[2]}.", where=uri,
+                             fix="the object was corrupted or replaced after it was written; "
+                                 "re-run the stage (or the publish) that wrote it.")
+    return path
 
 
 def materialize(uri: str, local_dir: str, conn_id: str | None = DEFAULT_CONN_ID) -> str:
@@ -507,8 +654,14 @@ def materialize(uri: str, local_dir: str, conn_id: str | None = DEFAULT_CONN_ID)
         root = loc.path.rstrip("/")
         for item in files:
             rel = item[len(root):].lstrip("/")
-            if not rel or PARTIAL_MARK in rel.rpartition("/")[2]:
+            if not rel or _hidden(rel.rpartition("/")[2]):
                 continue
+            if any(part in ("", ".", "..") for part in rel.split("/")) or "\\" in rel:
+                raise StoreError(f"refusing to download {item!r}: its key {rel!r} under "
+                                 f"{loc.uri} has an empty, '.' or '..' part and would land "
+                                 f"outside {target}.", where=loc.uri,
+                                 fix="rename or delete that object; keys under a checkpoint or "
+                                     "dataset prefix must be plain relative paths.")
             sub = _Loc(loc.fs, item, loc.uri.rstrip("/") + "/" + rel, loc.local, loc.conn_id)
             _download_atomic(sub, os.path.join(tmp, *rel.split("/")))
         os.makedirs(tmp, exist_ok=True)
