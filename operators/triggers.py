@@ -1,0 +1,242 @@
+"""Triggers for event-driven DAGs: `CheckpointLandingTrigger` watches a checkpoint store.
+
+Use it through an AssetWatcher so that every newly landed checkpoint becomes an asset event::
+
+    from airflow.sdk import Asset, AssetWatcher
+    from operators.triggers import CheckpointLandingTrigger
+
+    checkpoints = Asset("mobiledet_checkpoints", uri="s3://bucket/ckpts", watchers=[
+        AssetWatcher(name="checkpoint_landing",
+                     trigger=CheckpointLandingTrigger(store_uri="s3://bucket/ckpts"))])
+    with DAG("mobiledet_convert", schedule=[checkpoints], ...): ...
+
+The triggerer runs `run()`; each yielded TriggerEvent becomes one AssetEvent of the watched
+asset whose ``extra`` is ``{"from_trigger": True, "payload": <the event payload>}``
+(`airflow.models.trigger.Trigger.submit_event`). A run started by it reads the checkpoint with
+``triggering_asset_events[asset][-1].extra["payload"]["checkpoint_uri"]``.
+
+What counts as landed (checkpoint.json, or a TFOD bundle with its ``_SUCCESS`` marker) is defined
+in `include.pipeline.landing`; this module only polls and de-duplicates.
+
+**Fires once per new checkpoint, per trigger instance.** The trigger keeps the landings it has
+reported (folder + marker ETag/mtime) in memory. A checkpoint already in the store when the
+trigger first lists it *is* reported once (``report_existing=True``, the default), so a
+triggerer restart re-reports what is there. That is on purpose: nothing landed while the
+triggerer was down is lost, and the DAG's first task takes a durable claim per checkpoint in
+the artifact store, so a repeated run ends at once as "already claimed". The in-memory set only
+keeps a stream of runs from starting; the claim is the exactly-once guarantee. Pass
+``report_existing=False`` to report only what lands after the first listing, and ``known`` to
+skip named checkpoints. A checkpoint rewritten in the same folder (new marker) is a new landing.
+
+Keep the constructor arguments constant in the DAG file: the triggerer identifies a watcher's
+trigger by its serialized arguments, so arguments that change at each parse restart it.
+
+A store that cannot be listed (missing folder, missing bucket, wrong credentials, endpoint
+down) is logged as ONE error per ``error_interval`` seconds naming the URI, the problem and the
+fix; the trigger keeps polling and emits no event, so a fixed store starts working without a
+restart.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from airflow.triggers.base import BaseEventTrigger, TriggerEvent
+
+from include.errors import MobiledetError, StoreError
+from include.pipeline import landing
+
+CLASSPATH = "operators.triggers.CheckpointLandingTrigger"
+# stdlib logging: Airflow renders it like its own loggers (in the triggerer too), and tests
+# can read it with caplog.
+log = logging.getLogger(__name__)
+S3_TIMEOUTS = {"connect_timeout": 10, "read_timeout": 30, "retries": {"max_attempts": 2}}
+
+
+class CheckpointLandingTrigger(BaseEventTrigger):
+    """Yield one TriggerEvent per checkpoint that lands in a checkpoint store.
+
+    :param store_uri: the checkpoint store: a local folder (path or file:///...) or
+        s3://bucket/prefix. Checkpoints are its sub-folders, at any depth.
+    :param conn_id: Airflow AWS connection for s3:// stores (None: boto3's default chain).
+    :param poll_interval: seconds between listings.
+    :param error_interval: at most one error log line per this many seconds while the store
+        cannot be listed.
+    :param known: checkpoints (URIs, or folder keys relative to the store) never to report.
+    :param report_existing: report checkpoints already present at the first listing (default);
+        False reports only later landings.
+
+    Event payload: ``{"checkpoint_uri", "kind" ("checkpoint" | "tfod"), "marker" (URI of
+    checkpoint.json or _SUCCESS), "marker_etag_or_mtime", "metadata": {variant, qat,
+    num_classes, input_size, depth_multiplier, fingerprint, created}}`` (metadata may be {} for
+    a TFOD bundle whose pipeline.config is not readable).
+    """
+
+    def __init__(self, store_uri: str, conn_id: str | None = "aws_default",
+                 poll_interval: float = 10.0, error_interval: float = 60.0,
+                 known: list[str] | None = None, report_existing: bool = True):
+        super().__init__()
+        self.store_uri = store_uri
+        self.conn_id = conn_id
+        self.poll_interval = float(poll_interval)
+        self.error_interval = float(error_interval)
+        self.known = list(known) if known else None
+        self.report_existing = bool(report_existing)
+        self._seen: set[tuple[str, str]] = set()
+        self._listed_once = False
+        self._last_error_at: float | None = None
+        self._failing = False
+        self._client = None
+        self._client_cm = None
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (CLASSPATH, {
+            "store_uri": self.store_uri,
+            "conn_id": self.conn_id,
+            "poll_interval": self.poll_interval,
+            "error_interval": self.error_interval,
+            "known": self.known,
+            "report_existing": self.report_existing,
+        })
+
+    # -- the loop ---------------------------------------------------------------------------
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        bad = None
+        try:
+            loc = landing.parse_store(self.store_uri)
+        except StoreError as exc:
+            loc, bad = None, exc
+        known = self._known_keys(loc) if loc else set()
+        try:
+            async for event in self._poll(loc, bad if loc is None else None, known):
+                yield event
+        finally:
+            await self._close_client()
+
+    async def _poll(self, loc, bad, known) -> AsyncIterator[TriggerEvent]:
+        while True:
+            if loc is None:
+                self._error(bad)
+                await asyncio.sleep(self.poll_interval)
+                continue
+            try:
+                entries = await self._list(loc)
+            except StoreError as exc:
+                self._error(exc)
+                await asyncio.sleep(self.poll_interval)
+                continue
+            self._recovered(loc)
+            found = landing.landed_checkpoints(entries)
+            first = not self._listed_once
+            self._listed_once = True
+            for item in found:
+                if item.identity in self._seen:
+                    continue
+                if item.key in known or (first and not self.report_existing):
+                    self._seen.add(item.identity)
+                    continue
+                try:
+                    metadata = await self._metadata(loc, item)
+                except MobiledetError as exc:    # e.g. checkpoint.json not readable yet
+                    self._error(exc, store=False)
+                    continue
+                self._seen.add(item.identity)    # consumed before yielding: never fires twice
+                payload = landing.event_payload(loc, item, metadata)
+                log.info("checkpoint landed: %s (%s)", payload["checkpoint_uri"], item.kind)
+                yield TriggerEvent(payload)
+            # forget landings that are gone, so the set stays as small as the store
+            current = {item.identity for item in found}
+            self._seen &= current
+            await asyncio.sleep(self.poll_interval)
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _known_keys(self, loc: landing.StoreLocation) -> set[str]:
+        keys = set()
+        base = loc.uri.rstrip("/") + "/"
+        for item in self.known or []:
+            text = str(item)
+            if text.startswith(base):
+                text = text[len(base):]
+            elif loc.scheme == "file" and text.startswith(loc.root.rstrip("/") + "/"):
+                text = text[len(loc.root.rstrip("/")) + 1:]
+            keys.add(text.strip("/"))
+        return keys
+
+    def _error(self, exc: Exception, *, store: bool = True) -> None:
+        self._failing = self._failing or store
+        now = time.monotonic()
+        if self._last_error_at is None or now - self._last_error_at >= self.error_interval:
+            self._last_error_at = now
+            log.error("checkpoint landing watcher: %s (next report in %.0f s; polling "
+                           "continues)", exc, self.error_interval)
+
+    def _recovered(self, loc: landing.StoreLocation) -> None:
+        if self._failing:
+            self._failing = False
+            log.info("checkpoint store %s can be listed again", loc.uri)
+
+    async def _list(self, loc: landing.StoreLocation) -> list[landing.Entry]:
+        if loc.scheme == "file":
+            return await asyncio.to_thread(landing.list_local, loc.root)
+        try:
+            return await landing.list_s3_async(await self._s3_client(), loc)
+        except Exception as exc:  # botocore, aiobotocore, aiohttp, missing connection
+            await self._close_client()   # re-read the connection next time (it may be fixed)
+            raise landing.s3_error(exc, loc.uri, self.conn_id) from exc
+
+    async def _s3_client(self):
+        """One aiobotocore client for the trigger's life, from the amazon provider's hook."""
+        if self._client is None:
+            from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+            from botocore.config import Config
+
+            hook = S3Hook(aws_conn_id=self.conn_id, config=Config(**S3_TIMEOUTS))
+            self._client_cm = await hook.get_async_conn()
+            self._client = await self._client_cm.__aenter__()
+        return self._client
+
+    async def _close_client(self) -> None:
+        cm, self._client_cm, self._client = self._client_cm, None, None
+        if cm is not None:
+            try:
+                await cm.__aexit__(None, None, None)
+            except Exception:  # closing a broken connection must not hide the real error
+                pass
+
+    async def cleanup(self) -> None:
+        await self._close_client()
+
+    async def _read(self, loc: landing.StoreLocation, key: str) -> bytes:
+        if loc.scheme == "file":
+            path = loc.local_path(key)
+
+            def _read_file() -> bytes:
+                with open(path, "rb") as fh:
+                    return fh.read()
+            try:
+                return await asyncio.to_thread(_read_file)
+            except OSError as exc:
+                raise StoreError(f"cannot read the file ({exc}).", where=loc.uri_of(key),
+                                 fix="check that the triggerer can read the store.") from exc
+        try:
+            client = await self._s3_client()
+            resp = await client.get_object(Bucket=loc.root, Key=loc.s3_key(key))
+            async with resp["Body"] as body:
+                return await body.read()
+        except Exception as exc:
+            await self._close_client()
+            raise landing.s3_error(exc, loc.uri_of(key), self.conn_id) from exc
+
+    async def _metadata(self, loc: landing.StoreLocation, item: landing.Landed) -> dict:
+        if item.kind == "checkpoint":
+            data = await self._read(loc, item.marker)
+            return landing.checkpoint_metadata(data, loc.uri_of(item.marker))
+        config_key = f"{item.key}/pipeline.config" if item.key else "pipeline.config"
+        try:
+            text = (await self._read(loc, config_key)).decode("utf-8", errors="replace")
+        except StoreError:
+            return {}
+        return landing.tfod_metadata(text, item.modified)

@@ -1,0 +1,368 @@
+"""CheckpointLandingTrigger and its Airflow-free core (include/pipeline/landing.py).
+
+`run()` is driven for real, one event at a time, over a local folder and over S3 served by moto
+on 127.0.0.1; every wait is bounded. Poll intervals are a few tens of milliseconds.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+
+import pytest
+
+from s3server import s3_client
+
+POLL = 0.05
+EVENT_TIMEOUT = 20.0
+LOGGER = "operators.triggers"
+
+
+def _meta(variant="edgetpu", qat=False, created="2026-01-02T03:04:05Z", fp="ab" * 32):
+    return {"format": "mobiledet-checkpoint/1", "variant": variant, "qat": qat,
+            "num_classes": 3, "input_size": 64, "depth_multiplier": 0.25, "fingerprint": fp,
+            "created": created, "label_map": {}, "weights": {"weights.h5": "0" * 64}}
+
+
+PIPELINE_CONFIG = """model { ssd { num_classes: 7
+  image_resizer { fixed_shape_resizer { height: 320 width: 320 } }
+  feature_extractor { type: "ssd_mobiledet_edgetpu" depth_multiplier: 1.0 } } }
+graph_rewriter { quantization { delay: 0 } }
+"""
+
+
+class Driver:
+    """Runs trigger.run() in a task and queues its events, so a test can wait for the next one
+    (bounded) or check that none came, without cancelling the generator in between."""
+
+    def __init__(self, trigger):
+        self.trigger = trigger
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.task = asyncio.create_task(self._pump())
+
+    async def _pump(self):
+        async for event in self.trigger.run():
+            await self.queue.put(event.payload)
+
+    async def next(self, timeout=EVENT_TIMEOUT) -> dict:
+        getter = asyncio.ensure_future(self.queue.get())
+        done, _ = await asyncio.wait({getter, self.task}, timeout=timeout,
+                                     return_when=asyncio.FIRST_COMPLETED)
+        if getter not in done:
+            getter.cancel()
+            if self.task.done():
+                self.task.result()   # re-raise what ended run()
+                raise AssertionError("run() ended without an event")
+            raise AssertionError(f"no event within {timeout} s")
+        return getter.result()
+
+    async def quiet(self, seconds: float) -> None:
+        """Let it poll for `seconds`; it must emit nothing and keep running."""
+        await asyncio.sleep(seconds)
+        assert self.queue.empty(), await self.queue.get()
+        assert not self.task.done(), self.task.exception()
+
+    async def close(self):
+        self.task.cancel()
+        try:
+            await self.task
+        except asyncio.CancelledError:
+            pass
+
+
+def drive(trigger, scenario, timeout=60):
+    """Run `scenario(driver)` (a coroutine function) against a trigger, bounded in time."""
+    async def main():
+        driver = Driver(trigger)
+        try:
+            await asyncio.wait_for(scenario(driver), timeout)
+        finally:
+            await driver.close()
+    asyncio.run(main())
+
+
+# ------------------------------------------------------------------------------------------
+# writers: a local folder and S3, the same operations
+# ------------------------------------------------------------------------------------------
+class LocalWriter:
+    def __init__(self, root):
+        self.root = root
+        self.uri = str(root)
+
+    def put(self, key, data: bytes = b""):
+        path = self.root / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+    def uri_of(self, key):
+        return "file://" + str(self.root / key)
+
+
+class S3Writer:
+    def __init__(self, endpoint, bucket, prefix="ckpts"):
+        self.client = s3_client(endpoint)
+        self.bucket, self.prefix = bucket, prefix
+        self.uri = f"s3://{bucket}/{prefix}"
+
+    def put(self, key, data: bytes = b""):
+        self.client.put_object(Bucket=self.bucket, Key=f"{self.prefix}/{key}", Body=data)
+
+    def uri_of(self, key):
+        return f"{self.uri}/{key}"
+
+
+@pytest.fixture(params=["local", "s3"])
+def writer(request, tmp_path):
+    if request.param == "local":
+        (tmp_path / "store").mkdir()
+        return LocalWriter(tmp_path / "store")
+    endpoint = request.getfixturevalue("s3_server")
+    return S3Writer(endpoint, request.getfixturevalue("s3_bucket"))
+
+
+def _trigger(uri, **kw):
+    from operators.triggers import CheckpointLandingTrigger
+    return CheckpointLandingTrigger(store_uri=uri, poll_interval=kw.pop("poll_interval", POLL),
+                                    **kw)
+
+
+# ------------------------------------------------------------------------------------------
+# serialization and Airflow wiring
+# ------------------------------------------------------------------------------------------
+def test_serialize_mirrors_init_and_round_trips():
+    from operators.triggers import CheckpointLandingTrigger
+
+    t = CheckpointLandingTrigger(store_uri="s3://bucket/ckpts")
+    assert t.serialize() == ("operators.triggers.CheckpointLandingTrigger", {
+        "store_uri": "s3://bucket/ckpts", "conn_id": "aws_default", "poll_interval": 10.0,
+        "error_interval": 60.0, "known": None, "report_existing": True})
+    t2 = CheckpointLandingTrigger("/data/ckpts", conn_id=None, poll_interval=2,
+                                  error_interval=30, known=["a/b"], report_existing=False)
+    classpath, kwargs = t2.serialize()
+    assert kwargs == {"store_uri": "/data/ckpts", "conn_id": None, "poll_interval": 2.0,
+                      "error_interval": 30.0, "known": ["a/b"], "report_existing": False}
+    json.dumps(kwargs)                                    # JSON-safe
+    again = CheckpointLandingTrigger(**kwargs)
+    assert again.serialize() == (classpath, kwargs)
+    # the triggerer imports the class from the classpath
+    import importlib
+    module, _, name = classpath.rpartition(".")
+    assert getattr(importlib.import_module(module), name) is CheckpointLandingTrigger
+
+
+def test_asset_watcher_accepts_the_trigger():
+    from airflow.sdk import DAG, Asset, AssetWatcher
+    from airflow.triggers.base import BaseEventTrigger
+
+    trigger = _trigger("s3://bucket/ckpts")
+    assert isinstance(trigger, BaseEventTrigger)
+    watcher = AssetWatcher(name="checkpoint_landing", trigger=trigger)
+    asset = Asset(name="mobiledet_checkpoints", uri="s3://bucket/ckpts", watchers=[watcher])
+    assert asset.watchers[0].trigger is trigger
+    with DAG("watcher_wiring_check", schedule=[asset]) as dag:
+        pass
+    assert dag.timetable.asset_condition is not None
+    # The hash the scheduler identifies a watcher's trigger by is stable across instances.
+    assert BaseEventTrigger.hash(*trigger.serialize()) == \
+        BaseEventTrigger.hash(*_trigger("s3://bucket/ckpts").serialize())
+
+
+# ------------------------------------------------------------------------------------------
+# landing rules (pure)
+# ------------------------------------------------------------------------------------------
+def test_landed_checkpoints_rules():
+    from include.pipeline.landing import landed_checkpoints, pending_bundles
+
+    listing = [
+        ("a/weights.h5", "1"), ("a/checkpoint.json", "2"),            # landed checkpoint
+        ("deep/x/y/weights.h5", "3"), ("deep/x/y/checkpoint.json", "4"),  # nested
+        ("half/weights.h5", "5"), ("half/pipeline.config", "6"),     # half-written
+        ("tf/pipeline.config", "7"), ("tf/tflite_graph.pb", "8"),     # bundle, no marker
+        ("tfok/pipeline.config", "9"), ("tfok/tflite_graph.pb", "10"), ("tfok/_SUCCESS", "11"),
+        ("onlymark/_SUCCESS", "12"),                                  # marker without files
+        (".b.partial-123/checkpoint.json", "13"),                     # staging name
+        ("c/.tmp/checkpoint.json", "14"), "dir-placeholder/",
+    ]
+    found = {l.key: (l.kind, l.marker, l.marker_tag) for l in landed_checkpoints(listing)}
+    assert found == {"a": ("checkpoint", "a/checkpoint.json", "2"),
+                     "deep/x/y": ("checkpoint", "deep/x/y/checkpoint.json", "4"),
+                     "tfok": ("tfod", "tfok/_SUCCESS", "11")}
+    assert pending_bundles(listing) == ["tf"]
+
+
+def test_metadata_helpers():
+    from include.errors import CheckpointError
+    from include.pipeline.landing import checkpoint_metadata, tfod_metadata
+
+    meta = checkpoint_metadata(json.dumps(_meta(qat=True)).encode(), "x")
+    assert meta == {"variant": "edgetpu", "qat": True, "num_classes": 3, "input_size": 64,
+                    "depth_multiplier": 0.25, "fingerprint": "ab" * 32,
+                    "created": "2026-01-02T03:04:05Z"}
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        checkpoint_metadata(b'{"variant": "edg', "s3://b/k/checkpoint.json")
+    assert tfod_metadata(PIPELINE_CONFIG, "T") == {
+        "variant": "edgetpu", "qat": True, "num_classes": 7, "input_size": 320,
+        "depth_multiplier": 1.0, "fingerprint": None, "created": "T"}
+    assert tfod_metadata("model { not closed", "T") == {}
+
+
+# ------------------------------------------------------------------------------------------
+# run(): local folder and S3
+# ------------------------------------------------------------------------------------------
+def test_half_written_then_marker_gives_one_event(writer):
+    async def scenario(d):
+        writer.put("edgetpu-float/weights.h5", b"w" * 100)
+        writer.put("edgetpu-float/pipeline.config", b"cfg")
+        await d.quiet(0.4)                                   # weights only: nothing
+        writer.put("edgetpu-float/checkpoint.json", json.dumps(_meta()).encode())
+        ev = await d.next()
+        assert ev["checkpoint_uri"] == writer.uri_of("edgetpu-float")
+        assert ev["kind"] == "checkpoint"
+        assert ev["marker"] == writer.uri_of("edgetpu-float/checkpoint.json")
+        assert ev["marker_etag_or_mtime"]
+        assert ev["metadata"] == {"variant": "edgetpu", "qat": False, "num_classes": 3,
+                                  "input_size": 64, "depth_multiplier": 0.25,
+                                  "fingerprint": "ab" * 32, "created": "2026-01-02T03:04:05Z"}
+        await d.quiet(0.4)                                   # the same checkpoint: not again
+    drive(_trigger(writer.uri), scenario)
+
+
+def test_two_at_once_give_two_events_and_each_once(writer):
+    async def scenario(d):
+        ev0 = await d.next()                                 # present at first listing
+        assert ev0["checkpoint_uri"] == writer.uri_of("old")
+        writer.put("runs/a/checkpoint.json", json.dumps(_meta(fp="a" * 64)).encode())
+        writer.put("runs/b/checkpoint.json", json.dumps(_meta(fp="b" * 64, qat=True)).encode())
+        got = [await d.next(), await d.next()]
+        assert sorted(e["checkpoint_uri"] for e in got) == [writer.uri_of("runs/a"),
+                                                           writer.uri_of("runs/b")]
+        assert {e["metadata"]["fingerprint"][:1] for e in got} == {"a", "b"}
+        await d.quiet(0.4)
+        # written again in the same folder (a new marker): a new landing
+        time.sleep(0.02)
+        writer.put("runs/a/checkpoint.json", json.dumps(_meta(fp="c" * 64)).encode())
+        ev = await d.next()
+        assert ev["checkpoint_uri"] == writer.uri_of("runs/a")
+        assert ev["metadata"]["fingerprint"] == "c" * 64
+
+    writer.put("old/checkpoint.json", json.dumps(_meta()).encode())
+    drive(_trigger(writer.uri), scenario)
+
+
+def test_report_existing_false_and_known(writer):
+    writer.put("old/checkpoint.json", json.dumps(_meta()).encode())
+    writer.put("skip/checkpoint.json", json.dumps(_meta()).encode())
+
+    async def scenario(d):
+        await d.quiet(0.4)                                   # existing ones are not reported
+        writer.put("skip2/checkpoint.json", json.dumps(_meta()).encode())
+        writer.put("new/checkpoint.json", json.dumps(_meta()).encode())
+        ev = await d.next()
+        assert ev["checkpoint_uri"] == writer.uri_of("new")
+        await d.quiet(0.3)
+    drive(_trigger(writer.uri, report_existing=False, known=[writer.uri_of("skip2")]),
+          scenario)
+
+
+def test_tfod_bundle_needs_success_marker(writer):
+    async def scenario(d):
+        writer.put("tfod/ssdlite_mobiledet_edgetpu/pipeline.config", PIPELINE_CONFIG.encode())
+        writer.put("tfod/ssdlite_mobiledet_edgetpu/tflite_graph.pb", b"\x08" * 64)
+        await d.quiet(0.4)                                   # both files, no _SUCCESS: waiting
+        writer.put("tfod/ssdlite_mobiledet_edgetpu/_SUCCESS")
+        ev = await d.next()
+        assert ev["kind"] == "tfod"
+        assert ev["checkpoint_uri"] == writer.uri_of("tfod/ssdlite_mobiledet_edgetpu")
+        assert ev["marker"] == writer.uri_of("tfod/ssdlite_mobiledet_edgetpu/_SUCCESS")
+        meta = ev["metadata"]
+        assert (meta["variant"], meta["qat"], meta["num_classes"], meta["input_size"]) == \
+            ("edgetpu", True, 7, 320)
+        assert meta["created"]
+        await d.quiet(0.3)
+    drive(_trigger(writer.uri), scenario)
+
+
+def test_unreadable_checkpoint_json_waits_then_fires(tmp_path, caplog):
+    store = tmp_path / "store"
+    (store / "a").mkdir(parents=True)
+    (store / "a" / "checkpoint.json").write_text('{"variant": "edg')   # cp still copying
+
+    async def scenario(d):
+        await d.quiet(0.3)
+        (store / "a" / "checkpoint.json").write_text(json.dumps(_meta()))
+        ev = await d.next()
+        assert ev["metadata"]["variant"] == "edgetpu"
+
+    with caplog.at_level(logging.ERROR, logger=LOGGER):
+        drive(_trigger(str(store), error_interval=60), scenario)
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "not valid JSON" in errors[0].getMessage()
+
+
+# ------------------------------------------------------------------------------------------
+# bad stores: one error per interval, no event, no exception
+# ------------------------------------------------------------------------------------------
+def _errors_over(trigger, seconds, caplog) -> list[str]:
+    async def scenario(d):
+        await d.quiet(seconds)
+    caplog.clear()
+    with caplog.at_level(logging.ERROR, logger=LOGGER):
+        drive(trigger, scenario)
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_missing_folder_logs_once_per_interval(tmp_path, caplog):
+    missing = tmp_path / "nope"
+    errors = _errors_over(_trigger(str(missing), error_interval=0.5), 1.2, caplog)
+    assert 2 <= len(errors) <= 3, errors                     # ~24 polls, 3 reports at most
+    assert f"file://{missing}" in errors[0]
+    assert "does not exist" in errors[0] and "Fix: create it" in errors[0]
+
+    # the folder appears: the same trigger starts reporting, without a restart
+    async def scenario(d):
+        await d.quiet(0.2)
+        (missing / "a").mkdir(parents=True)
+        (missing / "a" / "checkpoint.json").write_text(json.dumps(_meta()))
+        assert (await d.next())["checkpoint_uri"] == f"file://{missing}/a"
+    drive(_trigger(str(missing), error_interval=60), scenario)
+
+
+def test_missing_bucket_logs_once_per_interval(s3_server, caplog):
+    errors = _errors_over(_trigger("s3://no-such-bucket-x/ckpts", error_interval=0.5), 1.2,
+                          caplog)
+    assert 2 <= len(errors) <= 3, errors
+    assert "s3://no-such-bucket-x/ckpts" in errors[0]
+    assert "bucket does not exist" in errors[0] and "Fix:" in errors[0]
+
+
+def test_wrong_credentials_log_once_per_interval(s3_server, s3_bucket, caplog):
+    import requests
+
+    # moto checks credentials only when its authentication is switched on.
+    requests.post(f"{s3_server}/moto-api/reset-auth", data=b"0", timeout=5).raise_for_status()
+    try:
+        errors = _errors_over(_trigger(f"s3://{s3_bucket}/ckpts", error_interval=0.5), 1.2,
+                              caplog)
+    finally:
+        requests.post(f"{s3_server}/moto-api/reset-auth", data=b"inf", timeout=5)
+    assert 2 <= len(errors) <= 3, errors
+    assert f"s3://{s3_bucket}/ckpts" in errors[0]
+    assert "refused the credentials" in errors[0] and "AIRFLOW_CONN_AWS_DEFAULT" in errors[0]
+
+
+def test_unreachable_endpoint_and_missing_connection(s3_server, caplog, monkeypatch):
+    from s3server import connection_json, reset_airflow_fs_cache
+
+    monkeypatch.setenv("AIRFLOW_CONN_DEAD_S3", connection_json("http://127.0.0.1:9"))
+    reset_airflow_fs_cache()
+    errors = _errors_over(_trigger("s3://b/ckpts", conn_id="dead_s3", error_interval=60),
+                          4.0, caplog)                  # botocore retries once: ~2 s a poll
+    assert len(errors) == 1, errors
+    assert "cannot be reached" in errors[0] and "endpoint_url" in errors[0]
+
+    errors = _errors_over(_trigger("s3://b/ckpts", conn_id="not_defined_conn",
+                                   error_interval=60), 0.5, caplog)
+    assert len(errors) == 1, errors
+    assert "'not_defined_conn'" in errors[0]
