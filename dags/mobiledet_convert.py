@@ -1,24 +1,28 @@
 """mobiledet_convert: checkpoints -> checked, published on-device models.
 
-plan -> export (one per checkpoint) -> convert (one per checkpoint x precision)
-     -> check (evaluate vs float reference, validate contract, benchmark) and Edge TPU, per model
-     -> gate -> publish (manifest last) -> report
+plan -> export (one per checkpoint) -> jobs
+     -> model (a mapped task group, one per checkpoint x precision):
+            convert -> check (evaluate vs float reference, validate contract, benchmark)
+                    -> edgetpu (compile + offline prediction)
+     -> gate (all_done: a failed model is rejected with its task's error, the rest decided)
+     -> publish (manifest by conditional create, pointers forward) -> report (all_done)
 
 Trigger with conf, e.g.
     {"checkpoints": ["s3://bucket/ckpts/edgetpu-qat"], "data": "/data/coco_val_subset"}
 Only DAG wiring lives here; the work is in include/pipeline/stages.py, behind operators/.
+Retries, time limits and the pool of the heavy tasks: include/pipeline/task_policy.py.
 """
 from __future__ import annotations
 
 import pendulum
-from airflow.sdk import DAG, Param, task
+from airflow.sdk import DAG, Param, task, task_group
 
+from include.pipeline.task_policy import task_args
 from operators.mobiledet import (ConvertModelOperator, EdgeTPUCompileOperator,
                                  ExportCheckpointOperator, GateOperator, PublishOperator,
                                  QualityCheckOperator, RunReportOperator)
 
 LABEL = "{{ mobiledet_label }}"
-
 with DAG(
     dag_id="mobiledet_convert",
     description="Convert MobileDet checkpoints to TFLite, check them, publish the passing ones",
@@ -44,7 +48,7 @@ with DAG(
     doc_md=__doc__,
 ) as dag:
 
-    @task
+    @task(**task_args("plan"))
     def plan(params=None, run_id=None) -> dict:
         from include.pipeline.stages import plan as plan_stage
         return plan_stage(dict(params), run_id)
@@ -53,26 +57,34 @@ with DAG(
     def checkpoints_of(settings: dict) -> list[dict]:
         return settings["checkpoints"]
 
-    @task
+    @task(trigger_rule="all_done")
     def jobs(settings: dict, exports: list[dict]) -> list[dict]:
+        # all_done: a checkpoint whose export failed has no jobs; the others go on
         from include.pipeline.stages import jobs_of
-        return jobs_of(settings, list(exports))
+        return jobs_of(settings, list(exports or []))
 
     settings = plan()
     exports = ExportCheckpointOperator.partial(
-        task_id="export", settings=settings, map_index_template=LABEL,
+        task_id="export", settings=settings, map_index_template=LABEL, **task_args("export"),
     ).expand(checkpoint=checkpoints_of(settings))
-    converted = ConvertModelOperator.partial(
-        task_id="convert", settings=settings, map_index_template=LABEL,
-    ).expand(job=jobs(settings, exports.output))
-    checks = QualityCheckOperator.partial(
-        task_id="check", settings=settings, map_index_template=LABEL,
-    ).expand(model=converted.output)
-    edgetpu = EdgeTPUCompileOperator.partial(
-        task_id="edgetpu", settings=settings, map_index_template=LABEL,
-    ).expand(model=converted.output)
-    decided = GateOperator(task_id="gate", settings=settings, checks=checks.output,
-                           edgetpu=edgetpu.output)
-    published = PublishOperator(task_id="publish", settings=settings, decided=decided.output)
-    RunReportOperator(task_id="report", settings=settings, decided=decided.output,
-                      published=published.output)
+    planned = jobs(settings, exports.output)
+
+    @task_group
+    def model(job):
+        # A mapped task group: a failed convert fails only its own check and edgetpu.
+        converted = ConvertModelOperator(task_id="convert", settings=settings, job=job,
+                                         map_index_template=LABEL, **task_args("convert"))
+        QualityCheckOperator(task_id="check", settings=settings, model=converted.output,
+                             map_index_template=LABEL, **task_args("check"))
+        EdgeTPUCompileOperator(task_id="edgetpu", settings=settings, model=converted.output,
+                               map_index_template=LABEL, **task_args("edgetpu"))
+
+    models = model.expand(job=planned)
+    decided = GateOperator(task_id="gate", settings=settings, jobs=planned,
+                           check_task_id="model.check", edgetpu_task_id="model.edgetpu",
+                           **task_args("gate"))
+    published = PublishOperator(task_id="publish", settings=settings, decided=decided.output,
+                                **task_args("publish"))
+    report = RunReportOperator(task_id="report", settings=settings, **task_args("report"))
+    models >> decided
+    [decided, published] >> report

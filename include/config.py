@@ -47,6 +47,7 @@ PRECISIONS = ("float32", "dynamic", "float16", "int8", "uint8")
 ACCELERATOR_VARIANTS = ("edgetpu", "dsp")   # need full-integer models
 CHECKPOINT_KINDS = ("float", "qat", "any")  # keys of a per-variant precisions mapping
 GATE_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")  # COCO summary metrics
+EDGETPU_GATE_MODES = ("auto", "compiler", "prediction", "off")
 STORE_ENV = "MOBILEDET_STORE"
 DEFAULT_STORE_DIR = "mobiledet-store"
 DEFAULT_CONN_ID = "aws_default"
@@ -239,10 +240,12 @@ class GateConfig:
     `metric` names the COCO metric the gates read (AP50 by default; AP is AP@[.5:.95]).
     `max_map_drop[precision]`: allowed absolute drop of that metric against the run's float32
     reference. `min_map`: floor on the metric (0 = off). `max_latency_ms`: None = off.
-    `require_edgetpu_mapped`: every op but the SSD post-process must map to the Edge TPU; a
-    missing compiler is reported as not installed and fails only with
-    `require_edgetpu_compiler`. `regression_tolerance`: allowed absolute drop against the last
-    published release of the same model, variant and precision (none on a first release).
+    `require_edgetpu_mapped`: every op but the SSD post-process must map to the Edge TPU.
+    `edgetpu`: who decides that: ``auto`` the compiler where installed, else the offline
+    prediction; ``compiler`` (a missing compiler fails; `require_edgetpu_compiler` is the old
+    spelling of this); ``prediction``; ``off``. `regression_tolerance`: allowed absolute drop
+    against the newest comparable release (same model, variant, precision, source kind and
+    evaluation dataset; none on a first release).
     """
 
     metric: str = "AP50"
@@ -253,6 +256,7 @@ class GateConfig:
     require_edgetpu_mapped: bool = True
     require_edgetpu_compiler: bool = False
     regression_tolerance: float = 0.02
+    edgetpu: str = "auto"
 
     def __post_init__(self):
         if self.metric not in GATE_METRICS:
@@ -276,6 +280,11 @@ class GateConfig:
                                                "gates.require_edgetpu_compiler"))
         set_("regression_tolerance", _number(self.regression_tolerance,
                                              "gates.regression_tolerance", lo=0.0, hi=1.0))
+        if self.edgetpu not in EDGETPU_GATE_MODES:
+            raise ConfigError(f"unknown Edge TPU gate mode {self.edgetpu!r}; allowed values: "
+                              f"{', '.join(EDGETPU_GATE_MODES)}.", where="gates.edgetpu",
+                              fix="auto (the compiler where installed, else the offline "
+                                  "prediction), compiler, prediction or off.")
 
     def max_drop(self, precision: str) -> float:
         if precision not in self.max_map_drop:

@@ -49,3 +49,7 @@ class EdgeTPUError(MobiledetError):
 
 class StoreError(MobiledetError):
     """The artifact store refused an operation (for example overwriting a published version)."""
+
+
+class PipelineError(MobiledetError):
+    """A pipeline run could not decide or publish anything (its report says why)."""

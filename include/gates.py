@@ -8,18 +8,21 @@ map_drop            gate metric drop against the run's float32 reference <= max_
 min_map             gate metric >= gates.min_map (0 = off)
 contract            the output-contract validation passed (gates.require_contract)
 latency             measured latency <= gates.max_latency_ms (None = off)
-edgetpu_mapping     every op except the SSD post-process maps to the Edge TPU (where compiled);
-                    a missing compiler is "not_installed" and passes unless
-                    gates.require_edgetpu_compiler
-regression          gate metric drop against the last published release of the same model,
-                    variant and precision <= gates.regression_tolerance (none on a first release)
+edgetpu_mapping     every op except the SSD post-process maps to the Edge TPU, decided by the
+                    compiler where it ran, else by the offline prediction (gates.edgetpu:
+                    auto | compiler | prediction | off); the detail names which decided
+regression          gate metric drop against the newest comparable release (same model,
+                    variant, precision, source kind and evaluation dataset) <=
+                    gates.regression_tolerance; none comparable: the detail says why
 ==================  =========================================================================
 
 `entry_metrics` keys: variant, precision, map (the gate metric's value), reference_map (the
 float32 value of the same run), contract_passed, latency_ms, and edgetpu (absent or None when
-not applicable): {status: compiled|not_installed|failed|skipped, ops_total, ops_on_tpu,
-ops_on_cpu, unmapped_ops: [name or {op|name, count, reason}]}. `baseline` is what
-`include.store.last_published` returns (needs `map`, optionally `metric` and `version`).
+not applicable): {status: compiled|not_installed|failed|timeout|skipped, message, ops_total,
+ops_on_tpu, ops_on_cpu, unmapped_ops: [name or {op|name, count, reason}], prediction: {the same
+counts from the offline analysis}}, contract_failures (what the contract check found), and
+baseline_reason (why there is no baseline). `baseline` is what
+`include.store.comparable_baseline` returns (needs `map`, optionally `metric` and `version`).
 Everything in a decision is plain JSON (it is written into the release manifest).
 """
 from __future__ import annotations
@@ -31,7 +34,7 @@ from typing import Any, Mapping
 CHECK_NAMES = ("map_drop", "min_map", "contract", "latency", "edgetpu_mapping", "regression")
 # The SSD post-process op always runs on the CPU; the compiler's log lists it as CUSTOM.
 POSTPROCESS_OPS = ("TFLite_Detection_PostProcess", "CUSTOM")
-EDGETPU_STATUSES = ("compiled", "not_installed", "failed", "skipped")
+EDGETPU_STATUSES = ("compiled", "not_installed", "failed", "timeout", "skipped")
 _EPS = 1e-9
 
 
@@ -176,34 +179,64 @@ def _op_count(op) -> int:
     return 1
 
 
+def _edgetpu_mode(gates) -> str:
+    mode = getattr(gates, "edgetpu", "auto")
+    if mode == "auto" and getattr(gates, "require_edgetpu_compiler", False):
+        return "compiler"
+    return mode
+
+
 def _check_edgetpu(entry, gates) -> GateCheck:
+    """Edge TPU op mapping, decided by the compiler or by the offline prediction.
+
+    gates.edgetpu: ``auto`` (default) uses the compiler's result where it ran and the offline
+    prediction where it is not installed; ``compiler`` needs the compiler (not installed
+    fails); ``prediction`` always decides on the prediction; ``off`` skips the check. The
+    detail says which one decided.
+    """
     tpu = entry.get("edgetpu")
     name = "edgetpu_mapping"
     if not tpu:
         return GateCheck(name, True, None, None, "not compiled for the Edge TPU: not applicable",
                          "not_applicable")
+    mode = _edgetpu_mode(gates)
+    if mode == "off":
+        return GateCheck(name, True, None, 0, "gates.edgetpu is off", "off")
     status = tpu.get("status")
-    if status == "not_installed":
-        ok = not gates.require_edgetpu_compiler
-        detail = "edgetpu_compiler is not installed, so op mapping was not checked"
-        if not ok:
-            detail += " (gates.require_edgetpu_compiler is true)"
-        return GateCheck(name, ok, None, 0, detail, "not_installed")
+    prediction = tpu.get("prediction")
+    if mode == "prediction" or (mode == "auto" and status == "not_installed"):
+        if not prediction:
+            return GateCheck(name, False, None, 0, "decided by: offline prediction; but the "
+                             "Edge TPU stage made no prediction", "fail")
+        why = ("gates.edgetpu is 'prediction'" if mode == "prediction"
+               else "edgetpu_compiler is not installed")
+        return _mapping_check(prediction, gates, f"decided by: offline prediction ({why})")
+    if status == "not_installed":  # mode == compiler
+        return GateCheck(name, False, None, 0, "decided by: compiler; gates.edgetpu is "
+                         "'compiler' but edgetpu_compiler is not installed, so op mapping was "
+                         "not checked", "not_installed")
     if status == "skipped":
-        why = tpu.get("reason") or tpu.get("detail") or "compilation was skipped"
+        why = tpu.get("message") or tpu.get("reason") or "compilation was skipped"
         return GateCheck(name, True, None, 0, str(why), "skipped")
-    if status == "failed":
+    if status in ("failed", "timeout"):
         ok = not gates.require_edgetpu_mapped
-        err = tpu.get("error") or tpu.get("detail") or "no message"
-        return GateCheck(name, ok, None, 0, f"the Edge TPU compiler failed: {err}",
-                         "fail" if not ok else "off")
+        err = tpu.get("message") or tpu.get("error") or tpu.get("detail") or "no message"
+        what = "timed out" if status == "timeout" else "failed"
+        return GateCheck(name, ok, None, 0, f"decided by: compiler; the Edge TPU compiler "
+                         f"{what}: {err}", "off" if ok else "fail")
     if status != "compiled":
         return GateCheck(name, False, None, 0, f"unknown Edge TPU status {status!r}; expected "
                          f"one of {', '.join(EDGETPU_STATUSES)}", "fail")
+    return _mapping_check(tpu, gates, "decided by: compiler")
 
-    total, on_tpu = tpu.get("ops_total"), tpu.get("ops_on_tpu")
-    on_cpu = _num(tpu.get("ops_on_cpu"))
-    listed = tpu.get("unmapped_ops")
+
+def _mapping_check(counts_of: Mapping, gates, source: str) -> GateCheck:
+    """The mapping verdict from op counts (compiler report or prediction alike)."""
+    name = "edgetpu_mapping"
+    total = counts_of.get("ops_total", counts_of.get("total_ops"))
+    on_tpu = counts_of.get("ops_on_tpu")
+    on_cpu = _num(counts_of.get("ops_on_cpu"))
+    listed = counts_of.get("unmapped_ops")
     if listed is not None:
         bad = [op for op in listed if _op_name(op) not in POSTPROCESS_OPS]
         bad_count = sum(_op_count(op) for op in bad)
@@ -213,9 +246,9 @@ def _check_edgetpu(entry, gates) -> GateCheck:
     else:
         ok = not gates.require_edgetpu_mapped
         return GateCheck(name, ok, None, 0,
-                         "the compiler reported no op counts, so mapping cannot be checked",
+                         f"{source}; no op counts were reported, so mapping cannot be checked",
                          "fail" if not ok else "off")
-    counts = f"{on_tpu}/{total} ops on the Edge TPU, {_fmt_int(on_cpu)} on the CPU"
+    counts = f"{source}; {on_tpu}/{total} ops on the Edge TPU, {_fmt_int(on_cpu)} on the CPU"
     if bad_count == 0:
         return GateCheck(name, True, 0, 0, counts + " (only the SSD post-process op on the CPU)",
                          "pass")
@@ -232,11 +265,12 @@ def _fmt_int(value) -> str:
     return "?" if value is None else str(int(value))
 
 
-def _check_regression(m, metric, baseline, variant, precision, gates) -> GateCheck:
+def _check_regression(m, metric, baseline, variant, precision, gates,
+                      reason: str | None = None) -> GateCheck:
     tol = gates.regression_tolerance
     if not baseline:
-        return GateCheck("regression", True, None, tol, f"first release of {variant}/{precision}"
-                         ": no published baseline", "no_baseline")
+        return GateCheck("regression", True, None, tol, reason or f"first release of "
+                         f"{variant}/{precision}: no published baseline", "no_baseline")
     base = _num(baseline.get("map"))
     base_metric = baseline.get("metric")
     version = baseline.get("version", "?")
@@ -282,7 +316,7 @@ def evaluate_gates(entry_metrics: Mapping, config, baseline: Mapping | None = No
         _check_latency(entry, gates),
         _check_edgetpu(entry, gates),
         _check_regression(m, metric, dict(baseline) if baseline else None, variant, precision,
-                          gates),
+                          gates, entry.get("baseline_reason")),
     ]
     reasons = [_REASON[c.name].format(metric=metric, detail=c.detail)
                for c in checks if not c.passed]

@@ -15,6 +15,9 @@ os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = os.path.join(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))), "dags")
 os.environ["GX_ANALYTICS_ENABLED"] = "false"
+# dag.test() waits out retry delays; the tests make failures happen on purpose, so tasks fail
+# on the first attempt here (include/pipeline/task_policy.py; test_task_policy checks retries).
+os.environ["MOBILEDET_TASK_RETRIES"] = "0"
 os.environ.pop("EDGETPU_COMPILER", None)
 
 try:  # tests/ is put on sys.path by pytest (rootdir-relative imports also work)

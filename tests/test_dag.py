@@ -122,19 +122,24 @@ def test_local_store_publish_gate_and_rerun(tiny, tmp_path, airflow_db, compiler
     assert published == {("edgetpu", "float32")}
     assert ("edgetpu", "int8") in rejected
     assert any("DEQUANTIZE" in r for r in rejected[("edgetpu", "int8")]["reasons"])
-    assert not store.exists(f"mobiledet/{version}/edgetpu/int8/model.tflite")
+    assert not [k for k in store.list(f"mobiledet/{version}") if "/int8/" in k]
 
     # Every published file is in the store with the size and sha256 the manifest records.
     files = manifest["published"][0]["files"]
+    path = manifest["published"][0]["path"]
+    assert path == f"{manifest['publisher']}/edgetpu/float32"
     assert {"model.tflite", "conversion.json", "metrics.json", "validation.json"} <= set(files)
     for name, meta in files.items():
-        data = store.get_bytes(f"mobiledet/{version}/edgetpu/float32/{name}")
+        data = store.get_bytes(f"mobiledet/{version}/{path}/{name}")
         assert len(data) == meta["size"] and _sha(data) == meta["sha256"], name
     assert manifest["lineage"]["checkpoint_fingerprint"] == \
         json.loads((ckpt / "checkpoint.json").read_text())["fingerprint"]
     assert manifest["lineage"]["tensorflow_version"]
     assert store.read_json("mobiledet/latest.json")["version"] == version
-    metrics = store.read_json(f"mobiledet/{version}/edgetpu/float32/metrics.json")
+    assert store.read_json("mobiledet/latest/edgetpu/float32.json")["sha256"] == \
+        files["model.tflite"]["sha256"]
+    assert not store.exists("mobiledet/latest/edgetpu/int8.json")  # rejected: no pointer
+    metrics = store.read_json(f"mobiledet/{version}/{path}/metrics.json")
     assert set(metrics["evaluation"]["metrics"]) >= {"AP", "AP50", "AP75"}
 
     # A second run for the same checkpoint publishes no second copy.
@@ -144,8 +149,9 @@ def test_local_store_publish_gate_and_rerun(tiny, tmp_path, airflow_db, compiler
     assert sorted(store.list("mobiledet")) == before
 
 
-def test_run_failing_part_way_publishes_nothing(tiny, tmp_path, airflow_db):
-    from include.errors import MobiledetError
+def test_one_failed_model_does_not_block_the_others(tiny, tmp_path, airflow_db):
+    """int8's conversion fails (an empty calibration folder): float32 is still gated and
+    published, int8 is rejected with the convert task's own error, and the run succeeds."""
     from include.pipeline.airflow_env import run_dag
     from include.store import open_store
 
@@ -153,11 +159,48 @@ def test_run_failing_part_way_publishes_nothing(tiny, tmp_path, airflow_db):
     empty = tmp_path / "no-images"
     empty.mkdir()
     store_dir = tmp_path / "store"
-    with pytest.raises(MobiledetError, match="convert"):
-        run_dag(_conf(root, ckpt, str(store_dir), calibration=str(empty)))
+    result = run_dag(_conf(root, ckpt, str(store_dir), calibration=str(empty)))
+    assert result["state"] == "success"
+    [pub] = result["report"]["published"]
+    assert pub["status"] == "published"
+    store = open_store(str(store_dir))
+    manifest = store.read_json(f"mobiledet/{pub['version']}/manifest.json")
+    assert [(e["variant"], e["precision"]) for e in manifest["published"]] == [
+        ("edgetpu", "float32")]
+    [rejected] = manifest["rejected"]
+    assert rejected["precision"] == "int8"
+    reason = rejected["reasons"][0]
+    assert reason.startswith("the convert task failed: DataError") and str(empty) in reason
+    assert "no images" in reason  # the converter's own message, not "upstream failed"
+    report = store.read_json(result["report"]["report_uri"].split("/store/", 1)[1])
+    assert any(m["precision"] == "int8" and not m["passed"] and m["failed"]
+               for m in report["models"])
+    assert "the convert task failed" in result["report"]["table"]
+
+
+def test_corrupt_checkpoint_fails_the_run_and_publishes_nothing(tiny, tmp_path, airflow_db):
+    import shutil
+
+    from include.errors import MobiledetError
+    from include.pipeline.airflow_env import run_dag
+    from include.store import open_store
+
+    root, ckpt = tiny
+    bad = tmp_path / "truncated"
+    shutil.copytree(ckpt, bad)
+    weights = bad / "weights.h5"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    store_dir = tmp_path / "store"
+    with pytest.raises(MobiledetError, match="report"):
+        run_dag(_conf(root, bad, str(store_dir)))
     store = open_store(str(store_dir))
     assert not any(k.endswith("manifest.json") for k in store.list(""))
     assert not store.exists("mobiledet/latest.json")
+    [report_key] = [k for k in store.list("runs") if k.endswith("report.json")]
+    report = store.read_json(report_key)
+    [failed] = report["failed_checkpoints"]
+    assert "the export task failed" in failed["reason"] and "weights.h5" in failed["reason"]
+    assert any("no model could be decided" in p for p in report["problems"])
 
 
 def test_s3_store(tiny, s3_bucket, airflow_db):
@@ -176,8 +219,9 @@ def test_s3_store(tiny, s3_bucket, airflow_db):
                       region_name="us-east-1")
     prefix = f"releases/mobiledet/{pub['version']}"
     manifest = json.loads(s3.get_object(Bucket=s3_bucket, Key=f"{prefix}/manifest.json")["Body"].read())
-    for name, meta in manifest["published"][0]["files"].items():
-        body = s3.get_object(Bucket=s3_bucket, Key=f"{prefix}/edgetpu/float32/{name}")["Body"].read()
+    entry = manifest["published"][0]
+    for name, meta in entry["files"].items():
+        body = s3.get_object(Bucket=s3_bucket, Key=f"{prefix}/{entry['path']}/{name}")["Body"].read()
         assert _sha(body) == meta["sha256"] and len(body) == meta["size"]
     latest = json.loads(s3.get_object(Bucket=s3_bucket, Key="releases/mobiledet/latest.json")["Body"].read())
     assert latest["version"] == pub["version"]

@@ -5,6 +5,8 @@ import json
 
 import pytest
 
+from include.errors import ConfigError
+
 from include.config import GateConfig, PipelineConfig
 from include.gates import CHECK_NAMES, GateDecision, evaluate_gates
 
@@ -139,16 +141,48 @@ def test_edgetpu_unmapped_ops_fail_with_names_and_counts():
     assert off.check("edgetpu_mapping").value == 5
 
 
-def test_edgetpu_compiler_not_installed():
-    tpu = {"status": "not_installed"}
-    d = evaluate_gates(entry(variant="edgetpu", edgetpu=tpu), CFG)
+def test_edgetpu_without_compiler_the_prediction_decides():
+    good = {"ops_total": 127, "ops_on_tpu": 126, "ops_on_cpu": 1,
+            "unmapped_ops": [{"op": "CUSTOM", "count": 1}]}
+    bad = {"ops_total": 127, "ops_on_tpu": 124, "ops_on_cpu": 3,
+           "unmapped_ops": [{"op": "CUSTOM", "count": 1}, {"op": "DEQUANTIZE", "count": 2}]}
+    # auto (the default): no compiler here, so the offline prediction decides, and says so
+    d = evaluate_gates(entry(variant="edgetpu", edgetpu={"status": "not_installed",
+                                                         "prediction": good}), CFG)
     c = d.check("edgetpu_mapping")
-    assert d.passed and c.passed and c.status == "not_installed"
-    assert "not installed" in c.detail
-    strict = evaluate_gates(entry(edgetpu=tpu), GateConfig(require_edgetpu_compiler=True))
-    c = strict.check("edgetpu_mapping")
-    assert not strict.passed and c.status == "not_installed"
-    assert "require_edgetpu_compiler" in strict.reasons[0]
+    assert d.passed and c.status == "pass" and "126/127" in c.detail
+    assert "offline prediction" in c.detail and "not installed" in c.detail
+    d = evaluate_gates(entry(variant="edgetpu", edgetpu={"status": "not_installed",
+                                                         "prediction": bad}), CFG)
+    c = d.check("edgetpu_mapping")
+    assert not d.passed and c.value == 2 and "DEQUANTIZE" in c.detail
+    assert "offline prediction" in d.reasons[0]
+    # without a prediction there is nothing to decide on: fail, never a silent pass
+    assert not evaluate_gates(entry(edgetpu={"status": "not_installed"}), CFG).passed
+    # prediction: decides even where the compiler ran
+    compiled_ok = dict(compiled([{"op": "CUSTOM", "count": 1}]), prediction=bad)
+    assert evaluate_gates(entry(edgetpu=compiled_ok), CFG).passed
+    pred = evaluate_gates(entry(edgetpu=compiled_ok), GateConfig(edgetpu="prediction"))
+    assert not pred.passed and "gates.edgetpu is 'prediction'" in pred.reasons[0]
+    # compiler: a missing compiler fails (require_edgetpu_compiler is the old spelling)
+    for strict in (GateConfig(edgetpu="compiler"), GateConfig(require_edgetpu_compiler=True)):
+        d = evaluate_gates(entry(edgetpu={"status": "not_installed", "prediction": good}), strict)
+        c = d.check("edgetpu_mapping")
+        assert not d.passed and c.status == "not_installed" and "'compiler'" in c.detail
+    # off
+    off = evaluate_gates(entry(edgetpu={"status": "not_installed", "prediction": bad}),
+                         GateConfig(edgetpu="off"))
+    assert off.passed and off.check("edgetpu_mapping").status == "off"
+    with pytest.raises(ConfigError, match="gates.edgetpu"):
+        GateConfig(edgetpu="sometimes")
+
+
+def test_edgetpu_timeout_and_compiler_message_reach_the_reason():
+    msg = "the Edge TPU compiler ran past 180 s on model.tflite and was stopped"
+    d = evaluate_gates(entry(edgetpu={"status": "timeout", "message": msg}), CFG)
+    assert not d.passed and "timed out" in d.reasons[0] and msg in d.reasons[0]
+    d = evaluate_gates(entry(edgetpu={"status": "failed", "message": "exit code 1: boom"}), CFG)
+    assert not d.passed and "exit code 1: boom" in d.reasons[0]
 
 
 def test_edgetpu_failed_and_skipped():

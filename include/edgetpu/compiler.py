@@ -133,10 +133,28 @@ def _check_settings(timeout_s, min_runtime_version, num_segments) -> None:
                           fix="use the number of Edge TPUs to pipeline over, or leave it unset.")
 
 
+# Process groups of compilers running in this process, for kill_running (an operator's on_kill).
+_RUNNING: set[int] = set()
+
+
+def kill_running() -> int:
+    """SIGKILL every compiler process group this process started and is waiting for (a task
+    being killed must not leave the compiler running); returns how many were signalled."""
+    killed = 0
+    for pgid in list(_RUNNING):
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+            killed += 1
+        except (ProcessLookupError, PermissionError):
+            pass
+    return killed
+
+
 def _run(cmd: list[str], timeout_s: float) -> tuple[int | None, str, str, bool]:
     """Run cmd in its own process group; on timeout kill the whole group (the compiler forks)."""
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             errors="replace", start_new_session=True)
+    _RUNNING.add(proc.pid)
     try:
         out, err = proc.communicate(timeout=timeout_s)
         return proc.returncode, out, err, False
@@ -150,6 +168,8 @@ def _run(cmd: list[str], timeout_s: float) -> tuple[int | None, str, str, bool]:
         except subprocess.TimeoutExpired:  # pragma: no cover - pipes held by a stray process
             out, err = "", ""
         return proc.returncode, out or "", err or "", True
+    finally:
+        _RUNNING.discard(proc.pid)
 
 
 def _compiler_error_text(report, stdout: str, stderr: str, returncode) -> str:

@@ -26,7 +26,6 @@ def prepare_airflow(home: str | os.PathLike | None = None) -> Path:
     os.environ["AIRFLOW_HOME"] = str(airflow_home)
     os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(DAGS))
     os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
-    os.environ.setdefault("AIRFLOW__CORE__ALLOWED_DESERIALIZATION_CLASSES_REGEXP", ".*")
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     marker = airflow_home / ".db-migrated"
     if not marker.exists():

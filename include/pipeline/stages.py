@@ -104,9 +104,12 @@ def plan(conf: dict, run_id: str) -> dict:
     precisions = conf.get("precisions") or None
     rid = safe_run_id(run_id)
     entries, warnings = [], []
+    from include.pipeline.inputs import checkpoint_header
     with tempfile.TemporaryDirectory(prefix="mobiledet-plan-") as tmp:
-        for uri in checkpoints:
-            info = describe_source(_local(uri, tmp, config.conn_id))
+        data_fp = evaluation_data_fingerprint(conf["data"], tmp, config.conn_id)
+        for i, uri in enumerate(checkpoints):
+            info = describe_source(checkpoint_header(uri, Path(tmp) / f"ckpt-{i}",
+                                                     config.conn_id))
             if variants and info["variant"] not in variants:
                 warnings.append(f"{uri}: variant {info['variant']} not in {variants}; skipped.")
                 continue
@@ -127,15 +130,32 @@ def plan(conf: dict, run_id: str) -> dict:
                           fix="list each checkpoint once.")
     return {"run_id": rid, "config": config.to_dict(), "data": conf["data"],
             "calibration": conf.get("calibration") or conf["data"],
-            "checkpoints": entries, "warnings": warnings}
+            "evaluation_data_fingerprint": data_fp, "checkpoints": entries, "warnings": warnings}
+
+
+def evaluation_data_fingerprint(uri: str, workdir: str, conn_id: str | None) -> str:
+    """sha256 of the evaluation split's annotation file: two releases are comparable only when
+    measured on the same images and labels. Reads the annotation file only, never images."""
+    import hashlib
+
+    from include.data.coco import open_dataset
+    from include.pipeline.inputs import dataset_copy
+    from include.quality.evaluate import default_split
+
+    root = dataset_copy(uri, Path(workdir) / "data", conn_id, images=lambda r: [])
+    dataset = open_dataset(root, split=default_split(root))
+    digest = hashlib.sha256(Path(dataset.annotation_file).read_bytes()).hexdigest()
+    return f"sha256:{digest}"
 
 
 def jobs_of(settings: dict, exports: list[dict]) -> list[dict]:
     """One job per (checkpoint, precision), named variant/precision for the UI."""
     jobs = []
-    by_id = {e["ckpt_id"]: e for e in exports}
+    by_id = {e["ckpt_id"]: e for e in exports if e}
     for ckpt in settings["checkpoints"]:
-        exp = by_id[ckpt["ckpt_id"]]
+        exp = by_id.get(ckpt["ckpt_id"])
+        if exp is None:  # its export failed: the gate rejects its models with that error
+            continue
         for precision in ckpt["precisions"]:
             suffix = "" if not ckpt["qat"] else " (qat)"
             jobs.append({"name": f"{ckpt['variant']}/{precision}{suffix}", "ckpt_id": ckpt["ckpt_id"],
@@ -185,7 +205,13 @@ def convert_stage(settings: dict, job: dict) -> dict:
         export = _local(job["export_uri"], tmp, conn)
         calibration = None
         if job["precision"] == "int8":
-            calibration = _local(settings["calibration"], tmp, conn)
+            from include.convert.calibration import calibration_files
+            from include.pipeline.inputs import dataset_copy
+
+            count = settings["config"].get("calibration_count", 100)
+            calibration = dataset_copy(settings["calibration"], Path(tmp) / "calibration", conn,
+                                       images=lambda root: _coco_or_all(
+                                           root, lambda: calibration_files(root, count)))
         model = Path(tmp) / "out" / "model.tflite"
         report = convert(export, job["precision"], model, calibration=calibration,
                          calibration_count=settings["config"].get("calibration_count", 100))
@@ -208,6 +234,25 @@ def _reference_uri(settings: dict, model: dict) -> str | None:
     return _store(settings).uri(f"{_prefix(settings, model['ckpt_id'])}/float32/model.tflite")
 
 
+def _coco_or_all(root: Path, pick):
+    """The images `pick()` names when `root` has COCO annotations, else None (every file)."""
+    if not (root / "annotations").is_dir() and not list(root.glob("instances_*.json")):
+        return None
+    return pick()
+
+
+def _check_images(root: Path, max_images: int | None) -> list:
+    """The images a check reads: the evaluated ones and the contract's sample."""
+    from include.convert.calibration import calibration_files
+    from include.data.coco import open_dataset
+    from include.quality.evaluate import default_split
+    from include.quality.validate import DEFAULT_IMAGES
+
+    dataset = open_dataset(root, split=default_split(root))
+    ids = dataset.image_ids[:max_images] if max_images else dataset.image_ids
+    return [dataset.image_path(i) for i in ids] + calibration_files(root, DEFAULT_IMAGES)
+
+
 def check_stage(settings: dict, model: dict) -> dict:
     from include.quality.benchmark import benchmark
     from include.quality.evaluate import evaluate
@@ -220,10 +265,14 @@ def check_stage(settings: dict, model: dict) -> dict:
     with tempfile.TemporaryDirectory(prefix="mobiledet-check-") as tmp:
         local = Path(tmp) / "model"
         local.mkdir()
+        from include.pipeline.inputs import dataset_copy
         from include.store import fetch
-        model_path = fetch(model["model_uri"], str(local / "model.tflite"), conn_id=conn)
+        model_path = fetch(model["model_uri"], str(local / "model.tflite"), conn_id=conn,
+                           sha256=model.get("sha256"))
         fetch(model["conversion_uri"], str(local / "conversion.json"), conn_id=conn)
-        data = _local(settings["data"], tmp, conn)
+        data = dataset_copy(settings["data"], Path(tmp) / "data", conn,
+                            images=lambda root: _coco_or_all(
+                                root, lambda: _check_images(root, cfg.get("eval_max_images"))))
         ref_uri = _reference_uri(settings, model)
         reference = None
         if ref_uri:
@@ -242,7 +291,8 @@ def check_stage(settings: dict, model: dict) -> dict:
     return {**model, "metrics": summary, "drop": metrics.get("drop"),
             "agreement": metrics.get("agreement"), "images": metrics.get("images"),
             "contract_passed": bool(validation["success"]),
-            "contract_failed": validation.get("failed", []),
+            "contract_failed": [f"{r['name']}: {r['details']}" for r in validation["expectations"]
+                                if not r["success"]],
             "latency_ms": bench["latency_ms"]["mean"], "latency": bench["latency_ms"],
             "metrics_uri": metrics_uri, "validation_uri": validation_uri}
 
@@ -254,8 +304,18 @@ def edgetpu_applies(model: dict) -> bool:
     return model["variant"] == "edgetpu" and model["precision"] in EDGETPU_PRECISIONS
 
 
+def _unmapped(rows) -> list[dict]:
+    return [{"op": r["operator"], "count": r["count"], "reason": r["status"]}
+            for r in rows if not r.get("mapped")]
+
+
 def edgetpu_stage(settings: dict, model: dict) -> dict:
-    """Offline mapping prediction + the real compiler where installed (integer EdgeTPU models)."""
+    """Offline mapping prediction + the real compiler where installed (integer EdgeTPU models).
+
+    The result carries the compiler's status and message as they are (compiled, not_installed,
+    failed, timeout), its op counts where it compiled, and the prediction's counts under
+    `prediction`, so the gate can decide on either (gates.edgetpu).
+    """
     base = {"name": model["name"], "ckpt_id": model["ckpt_id"], "precision": model["precision"],
             "variant": model["variant"]}
     if not edgetpu_applies(model):
@@ -268,58 +328,129 @@ def edgetpu_stage(settings: dict, model: dict) -> dict:
     conn = settings["config"].get("conn_id")
     key = f"{_prefix(settings, model['ckpt_id'])}/{model['precision']}"
     with tempfile.TemporaryDirectory(prefix="mobiledet-edgetpu-") as tmp:
-        model_path = fetch(model["model_uri"], str(Path(tmp) / "model.tflite"), conn_id=conn)
+        model_path = fetch(model["model_uri"], str(Path(tmp) / "model.tflite"), conn_id=conn,
+                           sha256=model.get("sha256"))
         prediction = analyze_model(model_path)
-        result = compile_model(model_path, str(Path(tmp) / "compiled"))
+        result = compile_model(model_path, str(Path(tmp) / "compiled"),
+                               timeout_s=settings["config"].get("edgetpu_timeout_s", 180))
+        predicted = {"ops_total": prediction["total_ops"], "ops_on_tpu": prediction["ops_on_tpu"],
+                     "ops_on_cpu": prediction["ops_on_cpu"],
+                     "all_mapped_except_postprocess":
+                         prediction["all_mapped_except_postprocess"],
+                     "unmapped_ops": _unmapped(prediction["operators"])}
         out = {**base, "status": result.status, "message": result.message,
-               "prediction": {k: prediction[k] for k in ("total_ops", "ops_on_tpu", "ops_on_cpu",
-                                                         "all_mapped_except_postprocess")}}
+               "prediction": predicted, "decided_by": "prediction"}
         if result.status == "compiled" and result.edgetpu_model:
             out["edgetpu_model_uri"] = store.put_file(str(result.edgetpu_model),
                                                       f"{key}/model_edgetpu.tflite")
             rep = result.report.to_dict() if hasattr(result.report, "to_dict") else result.report
             out.update(ops_total=rep.get("total_ops"), ops_on_tpu=rep.get("ops_on_tpu"),
-                       ops_on_cpu=rep.get("ops_on_cpu"),
-                       unmapped_ops=[{"op": r["operator"], "count": r["count"], "reason": r["status"]}
-                                     for r in rep.get("operators", []) if not r.get("mapped")])
+                       ops_on_cpu=rep.get("ops_on_cpu"), decided_by="compiler",
+                       unmapped_ops=_unmapped(rep.get("operators", [])))
         else:
-            out.update(ops_total=prediction["total_ops"], ops_on_tpu=prediction["ops_on_tpu"],
-                       ops_on_cpu=prediction["ops_on_cpu"],
-                       unmapped_ops=[{"op": r["operator"], "count": r["count"], "reason": r["status"]}
-                                     for r in prediction["operators"] if not r.get("mapped")])
+            out.update({k: predicted[k] for k in ("ops_total", "ops_on_tpu", "ops_on_cpu",
+                                                  "unmapped_ops")})
         out["report_uri"] = store.write_json(f"{key}/edgetpu.json", {
             "compiler": result.to_dict(), "prediction": prediction})
     return out
 
 
 # ------------------------------------------------------------------------------------------
+# failures: what a task that did not finish left for the gate and the report
+# ------------------------------------------------------------------------------------------
+def failure_key(settings: dict, stage: str, item: dict) -> str:
+    precision = item.get("precision")
+    name = f"{stage}-{precision}" if precision else stage
+    return f"{_prefix(settings, item['ckpt_id'])}/failures/{name}.json"
+
+
+def record_failure(settings: dict, stage: str, item: dict, exc: BaseException) -> str | None:
+    """Write why `stage` failed for `item` (a checkpoint or a job); None if the store refuses
+    (the store itself may be what failed: the gate then says the task did not finish)."""
+    try:
+        return _store(settings).write_json(failure_key(settings, stage, item), {
+            "stage": stage, "name": item.get("name") or item.get("ckpt_id"),
+            "error": f"{type(exc).__name__}: {exc}"})
+    except Exception:  # noqa: BLE001 - best effort, the task is failing anyway
+        return None
+
+
+def failure_reason(store, settings: dict, stages: tuple[str, ...], item: dict) -> str:
+    """Why the first of `stages` that failed for `item` failed, as users read it."""
+    for stage in stages:
+        key = failure_key(settings, stage, item)
+        try:
+            if store.is_file(key):
+                return f"the {stage} task failed: {store.read_json(key)['error']}"
+        except Exception:  # noqa: BLE001 - unreadable record: fall through to the generic text
+            continue
+    return (f"the {' / '.join(stages)} task did not finish (killed, timed out or its worker "
+            "was lost); see its log in Airflow")
+
+
+def _rejected_by_failure(job: dict, reason: str, metric: str, check: dict | None = None) -> dict:
+    from include.gates import GateCheck, GateDecision
+
+    decision = GateDecision(variant=job["variant"], precision=job["precision"], metric=metric,
+                            map=None, passed=False,
+                            checks=[GateCheck("task", False, None, None, reason, "fail")],
+                            reasons=[reason])
+    base = {"size_bytes": None, "latency_ms": None, "metrics": {}, "edgetpu": None,
+            "drop": None}
+    return {**base, **job, **(check or {}), "failed": True, "passed": False,
+            "decision": decision.to_dict()}
+
+
+# ------------------------------------------------------------------------------------------
 # gate
 # ------------------------------------------------------------------------------------------
-def gate_stage(settings: dict, checks: list[dict], edgetpu: list[dict]) -> list[dict]:
-    """One decision per model, with every check's numbers; reads the last published baseline."""
+def gate_stage(settings: dict, jobs: list[dict], checks: list[dict],
+               edgetpu: list[dict]) -> list[dict]:
+    """One decision per job, each on its own: a job whose convert, check or Edge TPU task
+    failed is rejected with that task's error; the others are gated on their numbers against
+    the run's float32 reference and the newest comparable release."""
     from include.gates import evaluate_gates
-    from include.store import last_published
+    from include.store import comparable_baseline
 
     config = _config(settings)
     store = _store(settings)
     metric = config.gates.metric
-    tpu = {(e["ckpt_id"], e["precision"]): e for e in edgetpu}
-    reference = {c["ckpt_id"]: c["metrics"].get(metric) for c in checks
+    key = lambda d: (d["ckpt_id"], d["precision"])  # noqa: E731
+    checked = {key(c): c for c in checks if c}
+    tpu = {key(e): e for e in edgetpu if e}
+    by_ckpt = {c["ckpt_id"]: c for c in settings["checkpoints"]}
+    reference = {c["ckpt_id"]: c["metrics"].get(metric) for c in checked.values()
                  if c["precision"] == "float32"}
     out = []
-    for c in checks:
-        e = tpu.get((c["ckpt_id"], c["precision"]))
+    for job in jobs:
+        c = checked.get(key(job))
+        if c is None:
+            out.append(_rejected_by_failure(
+                job, failure_reason(store, settings, ("convert", "check"), job), metric))
+            continue
+        e = tpu.get(key(job))
+        if e is None and edgetpu_applies(job):
+            out.append(_rejected_by_failure(
+                job, failure_reason(store, settings, ("edgetpu",), job), metric, c))
+            continue
         edgetpu_info = None
         if e and e.get("status") != "not_applicable":
-            edgetpu_info = {k: e.get(k) for k in ("status", "ops_total", "ops_on_tpu", "ops_on_cpu",
-                                                  "unmapped_ops")}
+            edgetpu_info = {k: e.get(k) for k in ("status", "message", "ops_total", "ops_on_tpu",
+                                                  "ops_on_cpu", "unmapped_ops", "prediction")}
+        ckpt = by_ckpt[job["ckpt_id"]]
+        baseline, why = comparable_baseline(
+            store, config.model_name, c["variant"], c["precision"], qat=bool(ckpt["qat"]),
+            data_fingerprint=settings.get("evaluation_data_fingerprint"))
         entry_metrics = {"variant": c["variant"], "precision": c["precision"],
                          "map": c["metrics"].get(metric), "reference_map": reference.get(c["ckpt_id"]),
-                         "contract_passed": c["contract_passed"], "latency_ms": c["latency_ms"],
-                         "edgetpu": edgetpu_info}
-        baseline = last_published(store, config.model_name, c["variant"], c["precision"])
+                         "contract_passed": c["contract_passed"],
+                         "contract_failures": c.get("contract_failed"),
+                         "latency_ms": c["latency_ms"], "edgetpu": edgetpu_info,
+                         "baseline_reason": why}
         decision = evaluate_gates(entry_metrics, config, baseline)
-        out.append({**c, "edgetpu": e, "decision": decision.to_dict(), "passed": decision.passed})
+        out.append({**c, "edgetpu": e, "decision": decision.to_dict(), "passed": decision.passed,
+                    "baseline": {"version": baseline["version"] if baseline else None,
+                                 "reason": why}})
     return out
 
 
@@ -352,9 +483,11 @@ def publish_stage(settings: dict, decided: list[dict]) -> list[dict]:
             continue
         artifacts = []
         for d in entries:
-            files = {"model.tflite": d["model_uri"], "conversion.json": d["conversion_uri"],
-                     "metrics.json": d["metrics_uri"], "validation.json": d["validation_uri"]}
-            if (d.get("edgetpu") or {}).get("edgetpu_model_uri"):
+            files = {}
+            if d["passed"]:
+                files = {"model.tflite": d["model_uri"], "conversion.json": d["conversion_uri"],
+                         "metrics.json": d["metrics_uri"], "validation.json": d["validation_uri"]}
+            if d["passed"] and (d.get("edgetpu") or {}).get("edgetpu_model_uri"):
                 files["model_edgetpu.tflite"] = d["edgetpu"]["edgetpu_model_uri"]
             artifacts.append({"variant": d["variant"], "precision": d["precision"], "files": files,
                               "passed": d["passed"], "decision": d["decision"],
@@ -364,8 +497,11 @@ def publish_stage(settings: dict, decided: list[dict]) -> list[dict]:
         lineage = {"checkpoint_uri": ckpt["uri"], "checkpoint_fingerprint": ckpt["fingerprint"],
                    "checkpoint_kind": ckpt["kind"], "qat": ckpt["qat"], "spec": ckpt["spec"],
                    "data_fingerprint": ckpt.get("data_fingerprint"), "run_id": settings["run_id"],
-                   "evaluation_data": settings["data"], **_tool_versions()}
-        result = publish(store, config.model_name, version, artifacts, lineage)
+                   "evaluation_data": settings["data"],
+                   "evaluation_data_fingerprint": settings.get("evaluation_data_fingerprint"),
+                   **_tool_versions()}
+        result = publish(store, config.model_name, version, artifacts, lineage,
+                         publisher=settings["run_id"])
         results.append({"ckpt_id": ckpt["ckpt_id"], **result.to_dict()})
     return results
 
@@ -375,6 +511,10 @@ def publish_stage(settings: dict, decided: list[dict]) -> list[dict]:
 # ------------------------------------------------------------------------------------------
 RESULT_COLUMNS = ["model", "size MB", "metric", "drop vs float", "latency ms", "Edge TPU ops",
                   "gate"]
+
+
+def _num_text(value, fmt: str, scale: float = 1.0) -> str:
+    return "-" if value is None else format(value / scale, fmt)
 
 
 def result_rows(decided: list[dict], metric: str) -> list[list[Any]]:
@@ -389,32 +529,61 @@ def result_rows(decided: list[dict], metric: str) -> list[list[Any]]:
         check = next((c for c in d["decision"]["checks"] if c["name"] == "map_drop"), {})
         drop = check.get("value")
         reasons = d["decision"].get("reasons") or []
-        rows.append([d["name"], f"{d['size_bytes'] / 1e6:.2f}",
-                     f"{d['metrics'].get(metric, 0) or 0:.3f}",
-                     "-" if drop is None else f"{drop:+.3f}", f"{d['latency_ms']:.1f}", tpu,
+        value = (d.get("metrics") or {}).get(metric)
+        rows.append([d["name"], _num_text(d.get("size_bytes"), ".2f", 1e6),
+                     _num_text(value, ".3f") if not d.get("failed") or value is not None else "-",
+                     "-" if drop is None else f"{drop:+.3f}",
+                     _num_text(d.get("latency_ms"), ".1f"), tpu,
                      "PASS" if d["passed"] else "FAIL: " + "; ".join(reasons)])
     return rows
 
 
-def report_stage(settings: dict, decided: list[dict], published: list[dict]) -> dict:
+def report_stage(settings: dict, decided: list[dict] | None,
+                 published: list[dict] | None) -> dict:
+    """The run report (report.json, report.md under runs/<run_id>/), written whatever happened
+    upstream; then the run fails if no model could be decided or the publish failed."""
     from include.console import format_table
+    from include.errors import PipelineError
 
     config = _config(settings)
     store = _store(settings)
     metric = config.gates.metric
+    gate_ran = decided is not None
+    decided = list(decided or [])
     rows = result_rows(decided, metric)
     table = format_table(rows, [c if c != "metric" else metric for c in RESULT_COLUMNS])
+    with_jobs = {d["ckpt_id"] for d in decided}
+    failed_ckpts = [{"ckpt_id": c["ckpt_id"], "uri": c["uri"],
+                     "reason": failure_reason(store, settings, ("export",), c)}
+                    for c in settings["checkpoints"] if gate_ran and c["ckpt_id"] not in with_jobs]
+    problems = [f"{f['uri']}: {f['reason']}" for f in failed_ckpts]
+    fatal = []
+    if not gate_ran:
+        fatal.append("the gate task failed (see its log), so no model was decided")
+    elif settings["checkpoints"] and not any(not d.get("failed") for d in decided):
+        fatal.append("no model could be decided: every export, conversion or check failed")
+    if published is None:
+        fatal.append("the publish task failed (see its log); nothing new is published")
+    problems += fatal
     report = {"run_id": settings["run_id"], "metric": metric, "store": config.store_uri,
               "model_name": config.model_name, "checkpoints": settings["checkpoints"],
-              "warnings": settings.get("warnings", []), "models": decided, "published": published,
-              "table": table}
+              "warnings": settings.get("warnings", []), "models": decided,
+              "published": published or [], "failed_checkpoints": failed_ckpts,
+              "problems": problems, "table": table}
     key = f"runs/{settings['run_id']}/report"
     report_uri = store.write_json(f"{key}.json", report)
     lines = [f"# MobileDet conversion run {settings['run_id']}", "", "```", table, "```", ""]
-    for p in published:
+    for p in published or []:
         lines.append(f"- {p['ckpt_id']}: {p['status']} as {p['model']}/{p['version']}"
                      + (f" ({p['manifest_uri']})" if p.get("manifest_uri") else ""))
+    lines += [f"- FAILED: {p}" for p in problems]
     store.put_bytes("\n".join(lines).encode(), f"{key}.md")
-    return {"report_uri": report_uri, "table": table, "published": [
+    summary = {"report_uri": report_uri, "table": table, "published": [
         {k: p.get(k) for k in ("ckpt_id", "status", "model", "version", "manifest_uri")}
-        for p in published], "passed": sum(d["passed"] for d in decided), "models": len(decided)}
+        for p in published or []], "passed": sum(d["passed"] for d in decided),
+        "models": len(decided), "problems": problems}
+    if fatal:  # a run fails only when nothing could be decided or published
+        raise PipelineError("; ".join(problems), where=report_uri,
+                            fix="read the report and the failed task's log; fix the input it "
+                                "names and trigger the run again.")
+    return summary

@@ -1,0 +1,94 @@
+"""Task inputs from the store, fetching only what a task uses.
+
+A task on a worker gets store URIs. Downloading a whole prefix to read one file is what made
+`plan` copy whole checkpoints (weights included) to read `checkpoint.json`, and every
+calibration and check task copy the whole evaluation dataset for a few images. These helpers
+take what is needed:
+
+* :func:`checkpoint_header`: the files that say what a checkpoint is (``checkpoint.json``; for
+  an export folder or TFOD bundle ``pipeline.config``, ``tflite_graph.pb`` and ``export.json``),
+  never the weights;
+* :func:`dataset_copy`: a COCO dataset's annotation files, then only the images a caller picks
+  from them, laid out as in the store, so `include.data.coco.open_dataset` reads it as usual.
+
+Local paths (and ``file://`` URIs) are used in place: nothing is copied.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Iterable
+
+# What `describe_source` reads of each kind of checkpoint folder (all optional but the first
+# match): a trained checkpoint, or an export folder / TFOD bundle.
+HEADER_FILES = ("checkpoint.json", "pipeline.config", "tflite_graph.pb", "export.json")
+
+
+def local_path(uri: str) -> Path | None:
+    """The local path of a plain path or file:// URI; None for a remote URI."""
+    if uri.startswith("file://"):
+        return Path(uri[len("file://"):])
+    if "://" not in uri:
+        return Path(uri)
+    return None
+
+
+def _name(uri: str) -> str:
+    return uri.rstrip("/").rpartition("/")[2] or "input"
+
+
+def checkpoint_header(uri: str, workdir: str | Path, conn_id: str | None) -> Path:
+    """A local folder holding the header files of the checkpoint at `uri` (no weights)."""
+    from include.store import open_store
+
+    path = local_path(uri)
+    if path is not None:
+        return path
+    remote = open_store(uri, conn_id=conn_id)
+    target = Path(workdir) / _name(uri)
+    target.mkdir(parents=True, exist_ok=True)
+    if remote.is_file("checkpoint.json"):
+        wanted = ["checkpoint.json"]
+    else:
+        wanted = [n for n in HEADER_FILES[1:] if remote.is_file(n)]
+    for name in wanted:
+        remote.get_file(name, str(target / name))
+    return target
+
+
+def dataset_copy(uri: str, workdir: str | Path, conn_id: str | None,
+                 images: Callable[[Path], Iterable[str | Path]] | None = None) -> Path:
+    """A local copy of the COCO dataset at `uri` with only the images `images` picks.
+
+    `images(local_root)` is called once the annotation files are there and returns the image
+    paths it will read (as `CocoDataset.image_path` gives them, under `local_root`), or None
+    for every file (a plain image folder has no annotations to pick from); `images=None` takes
+    every file without asking. The picked images are downloaded; paths the store does not hold are left for
+    the dataset reader to report by name.
+    """
+    from include.store import open_store
+
+    path = local_path(uri)
+    if path is not None:
+        return path
+    remote = open_store(uri, conn_id=conn_id)
+    root = Path(workdir) / _name(uri)
+    keys = remote.list("")
+    if images is None:
+        picked = keys
+    else:
+        meta = [k for k in keys if k.endswith(".json")]
+        for key in meta:
+            remote.get_file(key, str(root.joinpath(*key.split("/"))))
+        chosen = images(root)
+        present = set(keys)
+        picked = keys if chosen is None else []
+        for p in chosen or ():
+            rel = Path(p).resolve().relative_to(root.resolve()).as_posix()
+            if rel in present:
+                picked.append(rel)
+    for key in dict.fromkeys(picked):
+        dest = root.joinpath(*key.split("/"))
+        if not dest.is_file():
+            remote.get_file(key, str(dest))
+    root.mkdir(parents=True, exist_ok=True)
+    return root
