@@ -311,6 +311,7 @@ class PipelineConfig:
     threads: int = 2
     benchmark_runs: int = 20
     benchmark_warmup: int = 3
+    edgetpu_timeout_s: float = 180.0
     warnings: tuple = field(default=(), compare=False)
 
     def __post_init__(self):
@@ -345,6 +346,8 @@ class PipelineConfig:
                                        integer=True))
         set_("benchmark_warmup", _number(self.benchmark_warmup, "benchmark_warmup", lo=0,
                                          integer=True))
+        set_("edgetpu_timeout_s", _number(self.edgetpu_timeout_s, "edgetpu_timeout_s", lo=0.0,
+                                          lo_open=True))
         precisions, warnings = _normalise_precisions(self.precisions)
         set_("precisions", precisions)
         set_("warnings", tuple(self.warnings) + tuple(warnings))

@@ -1,0 +1,165 @@
+"""gate_stage on what the real stages return, not on hand-made keys.
+
+A tiny EdgeTPU checkpoint goes through the real plan, export, convert, check (pycocotools, Great
+Expectations, LiteRT) and edgetpu stages; the gate then reads those outputs. Each scenario
+asserts the reason a user reads: a passing model, a model that breaks its output contract, an
+Edge TPU compiler that fails, one that times out, a task that failed, and the no-regression
+baseline when the earlier release is not comparable.
+"""
+from __future__ import annotations
+
+import json
+import stat
+import sys
+import textwrap
+
+import pytest
+
+from models import make_checkpoint
+
+FAST = {"calibration_count": 4, "benchmark_runs": 2, "benchmark_warmup": 0, "threads": 1}
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+    from include.data.synth import synthesize
+    from include.pipeline import stages
+
+    root = tmp_path_factory.mktemp("gate-stage")
+    synthesize(root / "data", 8, size=96, seed=0, val_fraction=0.5)
+    ckpt = make_checkpoint(root / "edgetpu-float", variant="edgetpu")
+    settings = stages.plan({"checkpoints": [str(ckpt)], "data": str(root / "data"),
+                            "store": str(root / "store"), "precisions": ["float32", "int8"],
+                            "overrides": FAST}, "gate-run")
+    [c] = settings["checkpoints"]
+    export = stages.export_stage(settings, c)
+    jobs = stages.jobs_of(settings, [export])
+    models = {j["precision"]: stages.convert_stage(settings, j) for j in jobs}
+    checks = {p: stages.check_stage(settings, m) for p, m in models.items()}
+    return root, settings, jobs, models, checks
+
+
+def _compiler(tmp_path, monkeypatch, body: str):
+    exe = tmp_path / "edgetpu_compiler"
+    exe.write_text(f"#!{sys.executable}\n" + textwrap.dedent(body))
+    exe.chmod(exe.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("EDGETPU_COMPILER", str(exe))
+
+
+def _decide(settings, jobs, checks, edgetpu):
+    from include.pipeline import stages
+    return {d["precision"]: d for d in stages.gate_stage(settings, jobs, checks, edgetpu)}
+
+
+def test_passing_models_and_the_prediction_deciding_without_a_compiler(converted, monkeypatch):
+    from include.pipeline import stages
+
+    monkeypatch.delenv("EDGETPU_COMPILER", raising=False)
+    _, settings, jobs, models, checks = converted
+    tpu = [stages.edgetpu_stage(settings, m) for m in models.values()]
+    assert tpu[1]["status"] == "not_installed" and tpu[1]["prediction"]["ops_total"] > 100
+    out = _decide(settings, jobs, list(checks.values()), tpu)
+    assert out["float32"]["passed"], out["float32"]["decision"]["reasons"]
+    mapping = next(c for c in out["int8"]["decision"]["checks"] if c["name"] == "edgetpu_mapping")
+    assert "offline prediction" in mapping["detail"] and "not installed" in mapping["detail"]
+    regression = next(c for c in out["float32"]["decision"]["checks"] if c["name"] == "regression")
+    assert regression["status"] == "no_baseline" and "first release" in regression["detail"]
+
+
+def test_contract_breaking_model_names_the_broken_expectation(converted):
+    """A recipe that promised a uint8 input (its conversion.json says int8) but produced a
+    float model: the real contract check fails, and the gate's reason says which expectation
+    and what was found, not just 'validation failed'."""
+    from include.pipeline import stages
+    from include.store import open_store
+
+    _, settings, jobs, models, checks = converted
+    store = open_store(settings["config"]["store_uri"])
+    float_model = models["float32"]
+    conv = store.read_json(float_model["conversion_uri"].split("/store/", 1)[1])
+    lie = store.write_json("runs/gate-run/lying/conversion.json", dict(conv, precision="int8"))
+    broken = stages.check_stage(settings, dict(float_model, conversion_uri=lie))
+    assert not broken["contract_passed"]
+    out = _decide(settings, jobs, [broken, checks["int8"]], [])
+    [reason] = [r for r in out["float32"]["decision"]["reasons"] if "contract" in r]
+    assert "input_dtype" in reason and "float32" in reason, reason
+
+
+def test_compiler_failure_and_timeout_reach_the_reason(converted, tmp_path, monkeypatch):
+    from include.pipeline import stages
+
+    _, settings, jobs, models, checks = converted
+    _compiler(tmp_path, monkeypatch, """
+        import sys
+        print("Edge TPU Compiler version 16.0.384591198")
+        print("ERROR: Didn't find op for builtin opcode 'QUANTIZE' version '3'", file=sys.stderr)
+        sys.exit(1)
+    """)
+    failed = stages.edgetpu_stage(settings, models["int8"])
+    assert failed["status"] == "failed"
+    out = _decide(settings, jobs, list(checks.values()), [failed])
+    reason = " ".join(out["int8"]["decision"]["reasons"])
+    assert "compiler failed" in reason and "Didn't find op for builtin opcode" in reason
+    assert "no message" not in reason and "unknown status" not in reason
+
+    _compiler(tmp_path, monkeypatch, """
+        import time
+        time.sleep(60)
+    """)
+    slow = dict(settings, config=dict(settings["config"], edgetpu_timeout_s=1.0))
+    timed_out = stages.edgetpu_stage(slow, models["int8"])
+    assert timed_out["status"] == "timeout"
+    out = _decide(settings, jobs, list(checks.values()), [timed_out])
+    reason = " ".join(out["int8"]["decision"]["reasons"])
+    assert "timed out" in reason and "ran past 1 s" in reason
+
+
+def test_failed_task_rejects_only_its_model_with_the_recorded_error(converted):
+    from include.errors import DataError
+    from include.pipeline import stages
+
+    _, settings, jobs, models, checks = converted
+    int8 = next(j for j in jobs if j["precision"] == "int8")
+    stages.record_failure(settings, "check", int8,
+                          DataError("image 7.jpg will not decode", where="data/val/7.jpg"))
+    out = _decide(settings, jobs, [checks["float32"]], [])
+    assert out["float32"]["passed"]
+    assert not out["int8"]["passed"] and out["int8"]["failed"]
+    assert out["int8"]["decision"]["reasons"] == [
+        "the check task failed: DataError: data/val/7.jpg: image 7.jpg will not decode"]
+    rows = stages.result_rows(list(out.values()), "AP50")
+    assert rows[1][-1].startswith("FAIL: the check task failed")
+
+
+def test_baseline_from_another_dataset_or_source_kind_is_not_comparable(converted):
+    from include.pipeline import stages
+    from include.store import comparable_baseline, open_store
+
+    _, settings, jobs, models, checks = converted
+    store = open_store(settings["config"]["store_uri"])
+    model_name = settings["config"]["model_name"]
+    decided = _decide(settings, jobs, list(checks.values()), [])
+    # an earlier release of the same variant/precision, evaluated on other data, from QAT
+    other = dict(settings, run_id="other-run", evaluation_data_fingerprint="sha256:" + "9" * 64,
+                 checkpoints=[dict(settings["checkpoints"][0], fingerprint="f" * 64, qat=True,
+                                   created="2026-01-01T00:00:00Z")])
+    [pub] = stages.publish_stage(other, [dict(d, passed=True) for d in decided.values()
+                                         if d["precision"] == "float32"])
+    assert pub["status"] == "published"
+    found, why = comparable_baseline(store, model_name, "edgetpu", "float32", qat=False,
+                                     data_fingerprint=settings["evaluation_data_fingerprint"])
+    assert found is None
+    assert "QAT checkpoint" in why and "another dataset" in why and pub["version"] in why
+    out = _decide(settings, jobs, list(checks.values()), [])
+    regression = next(c for c in out["float32"]["decision"]["checks"] if c["name"] == "regression")
+    assert regression["status"] == "no_baseline" and "no comparable baseline" in regression["detail"]
+    # the same kind on the same dataset is the baseline
+    same = dict(settings, run_id="same-run",
+                checkpoints=[dict(settings["checkpoints"][0], fingerprint="e" * 64,
+                                  created="2026-02-01T00:00:00Z")])
+    stages.publish_stage(same, [dict(d, passed=True) for d in decided.values()
+                                if d["precision"] == "float32"])
+    found, why = comparable_baseline(store, model_name, "edgetpu", "float32", qat=False,
+                                     data_fingerprint=settings["evaluation_data_fingerprint"])
+    assert found and found["version"].endswith("eeeeeeee")
+    json.dumps(out["float32"])
