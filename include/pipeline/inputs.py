@@ -76,8 +76,9 @@ def dataset_copy(uri: str, workdir: str | Path, conn_id: str | None,
     if images is None:
         picked = keys
     else:
-        meta = [k for k in keys if k.endswith(".json")]
-        for key in meta:
+        for key in keys:  # the folders as in the store, so the reader finds the image folders
+            root.joinpath(*key.split("/")).parent.mkdir(parents=True, exist_ok=True)
+        for key in [k for k in keys if k.endswith(".json")]:
             remote.get_file(key, str(root.joinpath(*key.split("/"))))
         chosen = images(root)
         present = set(keys)

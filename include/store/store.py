@@ -123,6 +123,10 @@ def _split_uri(uri_or_path: str) -> tuple[str, str]:
             raise StoreError(f"{text!r} names no bucket.", where=text,
                              fix="write s3://BUCKET/optional/prefix.")
         key = parts.path.strip("/")
+        if any(p in (".", "..") for p in key.split("/")):
+            raise StoreError(f"{text!r} has a '.' or '..' part; S3 keeps such keys as written, "
+                             "so the path would not mean what it says.", where=text,
+                             fix="write the key without '.' and '..' parts.")
         return "s3", f"{bucket}/{key}" if key else bucket
     raise StoreError(f"unsupported storage scheme {scheme!r} in {text!r}; supported: a local "
                      f"path, file:// and s3://.", where=text,
