@@ -164,6 +164,11 @@ def test_asset_watcher_accepts_the_trigger():
     with DAG("watcher_wiring_check", schedule=[asset]) as dag:
         pass
     assert dag.timetable.asset_condition is not None
+    # What the DAG processor stores for the triggerer: the classpath and the kwargs.
+    from airflow.serialization.serialized_objects import DagSerialization
+    text = json.dumps(DagSerialization.to_dict(dag))
+    assert json.dumps({"classpath": "operators.triggers.CheckpointLandingTrigger",
+                       "kwargs": trigger.serialize()[1]}) in text
     # The hash the scheduler identifies a watcher's trigger by is stable across instances.
     assert BaseEventTrigger.hash(*trigger.serialize()) == \
         BaseEventTrigger.hash(*_trigger("s3://bucket/ckpts").serialize())
@@ -366,3 +371,8 @@ def test_unreachable_endpoint_and_missing_connection(s3_server, caplog, monkeypa
                                    error_interval=60), 0.5, caplog)
     assert len(errors) == 1, errors
     assert "'not_defined_conn'" in errors[0]
+
+
+def test_unusable_store_uri_logs_and_keeps_running(caplog):
+    errors = _errors_over(_trigger("ftp://host/ckpts", error_interval=60), 0.3, caplog)
+    assert len(errors) == 1 and "unsupported storage scheme 'ftp'" in errors[0], errors

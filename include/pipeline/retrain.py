@@ -204,8 +204,16 @@ def land_checkpoint(store, local_dir: Path, name: str) -> str:
     if marker not in files:
         raise CheckpointError("the new checkpoint has no checkpoint.json.", where=str(local_dir),
                               fix="this is a bug in the retrain step; train again.")
-    for path in [p for p in files if p != marker] + [marker]:
-        store.put_file(str(path), f"{name}/{path.relative_to(local_dir).as_posix()}")
+    try:
+        for path in [p for p in files if p != marker] + [marker]:
+            store.put_file(str(path), f"{name}/{path.relative_to(local_dir).as_posix()}")
+    except Exception:
+        # Without checkpoint.json the folder is not landed; remove it so no debris is left.
+        try:
+            store.delete_prefix(name)
+        except Exception as exc:  # the original error matters more
+            log.warning("could not remove the incomplete %s: %s", store.uri(name), exc)
+        raise
     return store.uri(name)
 
 
