@@ -142,8 +142,15 @@ def evaluation_data_fingerprint(uri: str, workdir: str, conn_id: str | None) -> 
     from include.pipeline.inputs import dataset_copy
     from include.quality.evaluate import default_split
 
+    from include.errors import DataError
+
     root = dataset_copy(uri, Path(workdir) / "data", conn_id, images=lambda r: [])
     dataset = open_dataset(root, split=default_split(root))
+    if len(dataset) == 0:  # fail in seconds, not after every conversion
+        raise DataError("the evaluation dataset has 0 images, so no model could be evaluated.",
+                        where=str(uri) + f" ({Path(dataset.annotation_file).name})",
+                        fix="point `data` at a COCO split with images (annotations/instances_"
+                            "val.json lists them in 'images').")
     digest = hashlib.sha256(Path(dataset.annotation_file).read_bytes()).hexdigest()
     return f"sha256:{digest}"
 
