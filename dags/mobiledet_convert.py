@@ -7,26 +7,39 @@ plan -> export (one per checkpoint) -> jobs
      -> gate (all_done: a failed model is rejected with its task's error, the rest decided)
      -> publish (manifest by conditional create, pointers forward) -> report (all_done)
 
-Trigger with conf, e.g.
+It starts by itself when a checkpoint lands in the checkpoint store (an AssetWatcher with
+operators.triggers.CheckpointLandingTrigger; each landing is claimed once, so a landing
+reported twice is converted once), or by hand with conf, e.g.
     {"checkpoints": ["s3://bucket/ckpts/edgetpu-qat"], "data": "/data/coco_val_subset"}
-Only DAG wiring lives here; the work is in include/pipeline/stages.py, behind operators/.
+Settings come from the environment (include/pipeline/deployment.py). Only DAG wiring lives here; the work is in include/pipeline/stages.py, behind operators/.
 Retries, time limits and the pool of the heavy tasks: include/pipeline/task_policy.py.
 """
 from __future__ import annotations
 
 import pendulum
-from airflow.sdk import DAG, Param, task, task_group
+from airflow.sdk import DAG, Asset, AssetWatcher, Param, task, task_group
 
+from include.pipeline import deployment
 from include.pipeline.task_policy import task_args
 from operators.mobiledet import (ConvertModelOperator, EdgeTPUCompileOperator,
                                  ExportCheckpointOperator, GateOperator, PublishOperator,
                                  QualityCheckOperator, RunReportOperator)
 
+from operators.triggers import CheckpointLandingTrigger
+
 LABEL = "{{ mobiledet_label }}"
+CHECKPOINT_STORE = deployment.checkpoint_store()
+SCHEDULE = None
+if CHECKPOINT_STORE:
+    SCHEDULE = [Asset(name="mobiledet_checkpoints", uri=CHECKPOINT_STORE, watchers=[
+        AssetWatcher(name="mobiledet_checkpoint_landing", trigger=CheckpointLandingTrigger(
+            store_uri=CHECKPOINT_STORE, conn_id=deployment.checkpoint_conn_id(),
+            poll_interval=deployment.watch_poll_s()))])]
+
 with DAG(
     dag_id="mobiledet_convert",
     description="Convert MobileDet checkpoints to TFLite, check them, publish the passing ones",
-    schedule=None,
+    schedule=SCHEDULE,
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=4,
@@ -34,7 +47,8 @@ with DAG(
     params={
         "checkpoints": Param([], type="array", description="checkpoint folders, export folders "
                              "or TFOD bundles (local paths or s3:// URIs)"),
-        "data": Param("", type="string", description="COCO-format evaluation dataset"),
+        "data": Param(deployment.evaluation_data(), type="string",
+                      description="COCO-format evaluation dataset (default: $MOBILEDET_DATA)"),
         "calibration": Param(None, type=["null", "string"],
                              description="int8 calibration images (default: the dataset)"),
         "variants": Param(None, type=["null", "array"], description="only these variants"),
@@ -49,9 +63,15 @@ with DAG(
 ) as dag:
 
     @task(**task_args("plan"))
-    def plan(params=None, run_id=None) -> dict:
-        from include.pipeline.stages import plan as plan_stage
-        return plan_stage(dict(params), run_id)
+    def plan(params=None, run_id=None, triggering_asset_events=None) -> dict:
+        from include.pipeline.stages import landed_checkpoints, plan as plan_stage
+        conf = dict(params)
+        landed = landed_checkpoints(triggering_asset_events)
+        if landed and not conf.get("checkpoints"):
+            # started by the landing watcher: claim each checkpoint, so a landing reported
+            # twice is converted once
+            conf.update(checkpoints=landed, claim=True)
+        return plan_stage(conf, run_id)
 
     @task
     def checkpoints_of(settings: dict) -> list[dict]:

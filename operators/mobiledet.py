@@ -171,21 +171,40 @@ class GateOperator(_StageOperator):
         return self._call(self.settings, jobs, list(checks or []), list(edgetpu or []))
 
 
+PUBLISHED_ALIAS = "mobiledet_published"
+
+
 class PublishOperator(_StageOperator):
     """Publish of the passing models: files, then manifest.json by conditional create, then
-    the consumer pointers (forward only)."""
+    the consumer pointers (forward only). Every model it publishes becomes an asset event
+    (through the asset alias ``mobiledet_published``) of the asset
+    ``mobiledet/MODEL/VARIANT/PRECISION``, whose URI is that model's consumer pointer and whose
+    extra holds the manifest URI, version and gate metric: schedule a downstream DAG on it."""
 
     template_fields = ("settings", "decided")
     stage = "publish_stage"
     ui_color = "#e8eaed"
 
     def __init__(self, *, settings: Any, decided: Any, **kwargs):
+        from airflow.sdk import AssetAlias
+
+        kwargs.setdefault("outlets", [AssetAlias(PUBLISHED_ALIAS)])
         super().__init__(**kwargs)
         self.settings = settings
         self.decided = decided
 
     def execute(self, context):
-        return self._call(self.settings, list(self.decided))
+        from airflow.sdk import Asset, AssetAlias
+
+        from include.pipeline.stages import published_assets
+
+        decided = list(self.decided)
+        results = self._call(self.settings, decided)
+        events = context["outlet_events"][AssetAlias(PUBLISHED_ALIAS)]
+        for asset in published_assets(self.settings, results, decided):
+            events.add(Asset(name=asset["name"], uri=asset["uri"]), extra=asset["extra"])
+            self.log.info("published %s (%s)", asset["name"], asset["extra"]["version"])
+        return results
 
 
 class RunReportOperator(_StageOperator):

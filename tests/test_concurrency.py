@@ -197,3 +197,25 @@ def test_pointers_move_forward_only_under_a_race(store):
     assert not any(late.pointers.values())
     assert pointer(store, "mobiledet", "edgetpu", "uint8")["version"] == newest
     assert len(list_versions(store, "mobiledet")) == N + 1
+
+
+def test_one_claim_per_checkpoint_among_racing_runs(store):
+    """A landing reported N times (the trigger fired again, the triggerer restarted, two
+    triggerers) starts N runs: exactly one claims the checkpoint; a retry of that run finds
+    its own claim; the others see who holds it."""
+    from include.config import load_config
+    from include.pipeline.stages import claim_checkpoint
+
+    config = load_config(overrides={"store_uri": store.base_uri, "conn_id": store.conn_id})
+    barrier = threading.Barrier(N, timeout=60)
+
+    def one(i):
+        barrier.wait()
+        return claim_checkpoint(config, "f" * 64, "s3://ckpts/edgetpu-qat", f"run-{i}")
+
+    with ThreadPoolExecutor(N) as pool:
+        holders = list(pool.map(one, range(N), timeout=120))
+    assert len(set(holders)) == 1
+    winner = holders[0]
+    assert claim_checkpoint(config, "f" * 64, "s3://ckpts/edgetpu-qat", winner) == winner
+    assert store.read_json(f"claims/mobiledet/{'f' * 64}.json")["run_id"] == winner

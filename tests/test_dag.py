@@ -225,3 +225,37 @@ def test_s3_store(tiny, s3_bucket, airflow_db):
         assert _sha(body) == meta["sha256"] and len(body) == meta["size"]
     latest = json.loads(s3.get_object(Bucket=s3_bucket, Key="releases/mobiledet/latest.json")["Body"].read())
     assert latest["version"] == pub["version"]
+
+
+def test_landing_claims_and_published_asset_events(tiny, tmp_path, airflow_db):
+    """A run started by a landing (claim=True) converts and publishes; a second run for the
+    same landing ends at once as already claimed and publishes nothing; each published model
+    is an asset event of mobiledet/MODEL/VARIANT/PRECISION with the manifest in its extra."""
+    from include.pipeline.airflow_env import run_dag
+    from include.store import open_store
+
+    root, ckpt = tiny
+    store_dir = tmp_path / "store"
+    conf = _conf(root, ckpt, str(store_dir), precisions=["float32"], claim=True)
+    first = run_dag(conf)
+    [pub] = first["report"]["published"]
+    assert pub["status"] == "published"
+    second = run_dag(conf)
+    assert second["report"]["published"] == [] and second["report"]["models"] == 0
+    assert second["report"]["already_claimed"][0]["claimed_by"] == first["report"]["run_id"]
+    store = open_store(str(store_dir))
+    assert [k for k in store.list("mobiledet") if k.endswith("manifest.json")] == [
+        f"mobiledet/{pub['version']}/manifest.json"]
+
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        rows = (session.query(AssetEvent, AssetModel).join(AssetModel, AssetEvent.asset_id ==
+                                                           AssetModel.id)
+                .filter(AssetModel.name == "mobiledet/mobiledet/edgetpu/float32").all())
+        extras = [event.extra for event, _ in rows]
+        uris = {asset.uri for _, asset in rows}
+    assert any(e.get("manifest_uri") == pub["manifest_uri"] and e.get("metric") == "AP50"
+               for e in extras), extras
+    assert uris == {store.uri("mobiledet/latest/edgetpu/float32.json")}

@@ -103,7 +103,7 @@ def plan(conf: dict, run_id: str) -> dict:
     variants = conf.get("variants") or None
     precisions = conf.get("precisions") or None
     rid = safe_run_id(run_id)
-    entries, warnings = [], []
+    entries, warnings, claimed = [], [], []
     from include.pipeline.inputs import checkpoint_header
     with tempfile.TemporaryDirectory(prefix="mobiledet-plan-") as tmp:
         data_fp = evaluation_data_fingerprint(conf["data"], tmp, config.conn_id)
@@ -123,6 +123,13 @@ def plan(conf: dict, run_id: str) -> dict:
                 warnings += warn
             fp = info["fingerprint"] or "unknown"
             ckpt_id = f"{info['variant']}-{'qat' if info['qat'] else 'float'}-{fp[:8]}"
+            if conf.get("claim"):
+                holder = claim_checkpoint(config, fp, uri, rid)
+                if holder != rid:
+                    claimed.append({"uri": uri, "fingerprint": fp, "claimed_by": holder})
+                    warnings.append(f"{uri}: already claimed by run {holder}; not converted "
+                                    "again.")
+                    continue
             entries.append({**info, "uri": uri, "ckpt_id": ckpt_id, "precisions": chosen})
     ids = [e["ckpt_id"] for e in entries]
     if len(set(ids)) != len(ids):
@@ -130,7 +137,47 @@ def plan(conf: dict, run_id: str) -> dict:
                           fix="list each checkpoint once.")
     return {"run_id": rid, "config": config.to_dict(), "data": conf["data"],
             "calibration": conf.get("calibration") or conf["data"],
-            "evaluation_data_fingerprint": data_fp, "checkpoints": entries, "warnings": warnings}
+            "evaluation_data_fingerprint": data_fp, "checkpoints": entries, "warnings": warnings,
+            "already_claimed": claimed}
+
+
+def claim_key(model_name: str, fingerprint: str) -> str:
+    return f"claims/{model_name}/{fingerprint}.json"
+
+
+def claim_checkpoint(config, fingerprint: str, uri: str, run_id: str) -> str:
+    """Take the durable claim on converting this checkpoint; returns the run that holds it.
+
+    One conditional create (O_EXCL locally, S3 IfNoneMatch) per checkpoint fingerprint: when
+    a landing is reported twice (the trigger fires again, the triggerer restarts, two
+    triggerers run), exactly one run converts it. A retry of the claiming run finds its own
+    claim and goes on. The claim outlives a failed run: `mobiledet run` converts the checkpoint
+    again by hand (it takes no claim), or delete claims/MODEL/FINGERPRINT.json to let the next
+    landing event do it.
+    """
+    from include.store import open_store
+
+    store = open_store(config.store_uri, conn_id=config.conn_id)
+    key = claim_key(config.model_name, fingerprint)
+    import datetime as _dt
+    doc = {"run_id": run_id, "checkpoint_uri": uri, "fingerprint": fingerprint,
+           "claimed_at": _dt.datetime.now(_dt.timezone.utc).isoformat()}
+    if store.create_json(key, doc):
+        return run_id
+    return str(store.read_json(key).get("run_id"))
+
+
+def landed_checkpoints(triggering_asset_events) -> list[str]:
+    """Checkpoint URIs from the asset events that started a run (the landing watcher's
+    payload: ``extra["payload"]["checkpoint_uri"]``), in event order, each once."""
+    found = []
+    for events in (triggering_asset_events or {}).values():
+        for event in events:
+            payload = (getattr(event, "extra", None) or {}).get("payload") or {}
+            uri = payload.get("checkpoint_uri")
+            if uri and uri not in found:
+                found.append(uri)
+    return found
 
 
 def evaluation_data_fingerprint(uri: str, workdir: str, conn_id: str | None) -> str:
@@ -513,6 +560,35 @@ def publish_stage(settings: dict, decided: list[dict]) -> list[dict]:
     return results
 
 
+def published_assets(settings: dict, results: list[dict], decided: list[dict]) -> list[dict]:
+    """One asset per model this run published: name ``mobiledet/MODEL/VARIANT/PRECISION``, URI
+    the consumer pointer of that variant and precision, extra the manifest URI, version, gate
+    metric and model file. A downstream DAG (an app build, a roll-out) schedules on it."""
+    from include.store import open_store, pointer_key
+
+    config = _config(settings)
+    store = open_store(config.store_uri, conn_id=config.conn_id)
+    assets = []
+    for result in results:
+        if result.get("status") != "published":
+            continue
+        decisions = {(d["variant"], d["precision"]): d["decision"] for d in decided
+                     if d["ckpt_id"] == result["ckpt_id"]}
+        for entry in result.get("published", []):
+            variant, precision = entry["variant"], entry["precision"]
+            model_file = (entry.get("files") or {}).get("model.tflite") or {}
+            decision = decisions.get((variant, precision)) or {}
+            assets.append({
+                "name": f"mobiledet/{config.model_name}/{variant}/{precision}",
+                "uri": store.uri(pointer_key(config.model_name, variant, precision)),
+                "extra": {"model": config.model_name, "version": result["version"],
+                          "variant": variant, "precision": precision,
+                          "manifest_uri": result["manifest_uri"],
+                          "model_uri": model_file.get("uri"), "sha256": model_file.get("sha256"),
+                          "metric": decision.get("metric"), "map": decision.get("map")}})
+    return assets
+
+
 # ------------------------------------------------------------------------------------------
 # report
 # ------------------------------------------------------------------------------------------
@@ -576,6 +652,7 @@ def report_stage(settings: dict, decided: list[dict] | None,
               "model_name": config.model_name, "checkpoints": settings["checkpoints"],
               "warnings": settings.get("warnings", []), "models": decided,
               "published": published or [], "failed_checkpoints": failed_ckpts,
+              "already_claimed": settings.get("already_claimed", []),
               "problems": problems, "table": table}
     key = f"runs/{settings['run_id']}/report"
     report_uri = store.write_json(f"{key}.json", report)
@@ -584,11 +661,14 @@ def report_stage(settings: dict, decided: list[dict] | None,
         lines.append(f"- {p['ckpt_id']}: {p['status']} as {p['model']}/{p['version']}"
                      + (f" ({p['manifest_uri']})" if p.get("manifest_uri") else ""))
     lines += [f"- FAILED: {p}" for p in problems]
+    lines += [f"- {c['uri']}: already claimed by run {c['claimed_by']}; not converted again"
+              for c in settings.get("already_claimed", [])]
     store.put_bytes("\n".join(lines).encode(), f"{key}.md")
     summary = {"report_uri": report_uri, "table": table, "published": [
         {k: p.get(k) for k in ("ckpt_id", "status", "model", "version", "manifest_uri")}
         for p in published or []], "passed": sum(d["passed"] for d in decided),
-        "models": len(decided), "problems": problems}
+        "models": len(decided), "problems": problems,
+        "already_claimed": settings.get("already_claimed", []), "run_id": settings["run_id"]}
     if fatal:  # a run fails only when nothing could be decided or published
         raise PipelineError("; ".join(problems), where=report_uri,
                             fix="read the report and the failed task's log; fix the input it "

@@ -1,0 +1,55 @@
+"""What a deployment tells the DAG files, through the environment, when they are parsed.
+
+=============================  ==========================================================
+MOBILEDET_CHECKPOINT_STORE     the checkpoint store the landing watcher lists: a folder or
+                               s3://bucket/prefix (default `<repo>/checkpoints`; `off`
+                               turns the watcher off: mobiledet_convert then runs only when
+                               triggered by hand or through the REST API)
+MOBILEDET_CHECKPOINT_CONN_ID   Airflow connection for an s3:// checkpoint store (aws_default)
+MOBILEDET_WATCH_POLL_S         seconds between two listings of the checkpoint store (10)
+MOBILEDET_DATA                 the COCO-format evaluation dataset of runs started by a
+                               landing (the DAG param `data` defaults to it)
+MOBILEDET_STORE                the artifact store (read by include/config.py)
+=============================  ==========================================================
+
+The same names are used by `mobiledet serve` and docker-compose.yaml. Nothing heavy here.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+OFF = ("", "off", "none", "false", "0")
+
+
+def checkpoint_store(environ=None) -> str | None:
+    """The watched checkpoint store as a URI (file:///abs or s3://...), or None when off."""
+    environ = os.environ if environ is None else environ
+    raw = environ.get("MOBILEDET_CHECKPOINT_STORE")
+    if raw is None:
+        raw = str(REPO / "checkpoints")
+    raw = raw.strip()
+    if raw.lower() in OFF:
+        return None
+    if "://" in raw:
+        return raw.rstrip("/")
+    return "file://" + os.path.abspath(os.path.expanduser(raw))
+
+
+def checkpoint_conn_id(environ=None) -> str:
+    environ = os.environ if environ is None else environ
+    return (environ.get("MOBILEDET_CHECKPOINT_CONN_ID") or "").strip() or "aws_default"
+
+
+def watch_poll_s(environ=None) -> float:
+    environ = os.environ if environ is None else environ
+    try:
+        return max(1.0, float(environ.get("MOBILEDET_WATCH_POLL_S") or 10.0))
+    except ValueError:
+        return 10.0
+
+
+def evaluation_data(environ=None) -> str:
+    environ = os.environ if environ is None else environ
+    return (environ.get("MOBILEDET_DATA") or "").strip()
