@@ -53,3 +53,21 @@ def watch_poll_s(environ=None) -> float:
 def evaluation_data(environ=None) -> str:
     environ = os.environ if environ is None else environ
     return (environ.get("MOBILEDET_DATA") or "").strip()
+
+
+def artifact_store(environ=None) -> str:
+    """The artifact store URI as ArtifactStore spells it (file:///abs or s3://bucket/prefix)."""
+    from include.config import DEFAULT_STORE_DIR, STORE_ENV, _store_uri
+
+    environ = os.environ if environ is None else environ
+    uri = _store_uri((environ.get(STORE_ENV) or "").strip() or DEFAULT_STORE_DIR, STORE_ENV,
+                     None)
+    return uri if "://" in uri else "file://" + uri
+
+
+def published_asset_of(model: str, variant: str, precision: str, environ=None) -> dict:
+    """Name and URI of the asset `publish` emits for (model, variant, precision): the consumer
+    pointer's URI, as include.pipeline.stages.published_assets names it."""
+    base = artifact_store(environ).rstrip("/")
+    return {"name": f"mobiledet/{model}/{variant}/{precision}",
+            "uri": f"{base}/{model}/latest/{variant}/{precision}.json"}

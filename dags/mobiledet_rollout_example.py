@@ -1,0 +1,55 @@
+"""mobiledet_rollout_example: a downstream DAG that runs when a model is published.
+
+Scheduled on the asset `mobiledet/MODEL/VARIANT/PRECISION` that mobiledet_convert's publish
+task emits for every model it publishes (default: the EdgeTPU uint8 model of `mobiledet`).
+It reads the event's extra (manifest URI, version, gate metric, model URI and sha256),
+downloads the model with its recorded sha256 checked, and records the roll-out in the store
+under rollouts/. Replace `roll_out` with your app build or device-fleet update.
+
+Settings (environment, read when the DAG file is parsed): MOBILEDET_ROLLOUT_MODEL (mobiledet),
+MOBILEDET_ROLLOUT_VARIANT (edgetpu), MOBILEDET_ROLLOUT_PRECISION (uint8), MOBILEDET_STORE.
+"""
+from __future__ import annotations
+
+import os
+
+import pendulum
+from airflow.sdk import DAG, Asset, task
+
+from include.pipeline.deployment import published_asset_of
+
+MODEL = os.environ.get("MOBILEDET_ROLLOUT_MODEL", "mobiledet")
+VARIANT = os.environ.get("MOBILEDET_ROLLOUT_VARIANT", "edgetpu")
+PRECISION = os.environ.get("MOBILEDET_ROLLOUT_PRECISION", "uint8")
+PUBLISHED = Asset(**published_asset_of(MODEL, VARIANT, PRECISION))
+
+with DAG(
+    dag_id="mobiledet_rollout_example",
+    description=f"Roll out each newly published {MODEL} {VARIANT}/{PRECISION} model",
+    schedule=[PUBLISHED],
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    tags=["mobiledet", "example"],
+    doc_md=__doc__,
+) as dag:
+
+    @task
+    def roll_out(triggering_asset_events=None) -> list[dict]:
+        import tempfile
+
+        from include.store import fetch, open_store
+
+        done = []
+        for event in (triggering_asset_events or {}).get(PUBLISHED, []):
+            extra = event.extra or {}
+            with tempfile.TemporaryDirectory() as tmp:
+                fetch(extra["model_uri"], f"{tmp}/model.tflite", sha256=extra["sha256"])
+            record = {k: extra.get(k) for k in ("version", "manifest_uri", "model_uri",
+                                                 "sha256", "metric", "map")}
+            store_uri = extra["manifest_uri"].rsplit(f"/{extra['model']}/", 1)[0]
+            open_store(store_uri).write_json(
+                f"rollouts/{extra['model']}/{VARIANT}/{PRECISION}/{extra['version']}.json", record)
+            done.append(record)
+        return done
+
+    roll_out()
