@@ -219,3 +219,25 @@ def test_one_claim_per_checkpoint_among_racing_runs(store):
     winner = holders[0]
     assert claim_checkpoint(config, "f" * 64, "s3://ckpts/edgetpu-qat", winner) == winner
     assert store.read_json(f"claims/mobiledet/{'f' * 64}.json")["run_id"] == winner
+
+
+def test_landed_checkpoints_from_watcher_and_s3_notifications():
+    from types import SimpleNamespace
+
+    from include.pipeline.stages import landed_checkpoints
+
+    notification = {"Records": [
+        {"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": "ckpts"},
+                                                  "object": {"key": "team/edgetpu+qat/checkpoint.json"}}},
+        {"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": "ckpts"},
+                                                  "object": {"key": "team/edgetpu+qat/weights.h5"}}}]}
+    events = {"asset": [
+        SimpleNamespace(extra={"from_trigger": True,
+                               "payload": {"checkpoint_uri": "s3://ckpts/a"}}),
+        SimpleNamespace(extra={"from_trigger": True, "payload": {
+            "status": "success", "message_batch": [{"Body": json.dumps(notification)},
+                                                   {"Body": "not json"}]}}),
+        SimpleNamespace(extra={"from_trigger": True,
+                               "payload": {"checkpoint_uri": "s3://ckpts/a"}})]}
+    assert landed_checkpoints(events) == ["s3://ckpts/a", "s3://ckpts/team/edgetpu qat"]
+    assert landed_checkpoints(None) == []

@@ -168,16 +168,40 @@ def claim_checkpoint(config, fingerprint: str, uri: str, run_id: str) -> str:
 
 
 def landed_checkpoints(triggering_asset_events) -> list[str]:
-    """Checkpoint URIs from the asset events that started a run (the landing watcher's
-    payload: ``extra["payload"]["checkpoint_uri"]``), in event order, each once."""
+    """Checkpoint URIs from the asset events that started a run, in event order, each once.
+
+    Two sources: the landing watcher's payload (``extra["payload"]["checkpoint_uri"]``), and
+    S3 event notifications delivered through SQS by ``MessageQueueTrigger(scheme="sqs")``
+    (``extra["payload"]["message_batch"]``: each message's Body is an S3 event whose records
+    name ``s3://bucket/.../checkpoint.json``; the checkpoint is that key's folder).
+    """
     found = []
     for events in (triggering_asset_events or {}).values():
         for event in events:
             payload = (getattr(event, "extra", None) or {}).get("payload") or {}
-            uri = payload.get("checkpoint_uri")
-            if uri and uri not in found:
-                found.append(uri)
+            uris = [payload.get("checkpoint_uri")] + _s3_notification_checkpoints(payload)
+            for uri in uris:
+                if uri and uri not in found:
+                    found.append(uri)
     return found
+
+
+def _s3_notification_checkpoints(payload: dict) -> list[str]:
+    from urllib.parse import unquote_plus
+
+    out = []
+    for message in payload.get("message_batch") or []:
+        try:
+            body = json.loads(message.get("Body") or "{}")
+        except (TypeError, ValueError, AttributeError):
+            continue
+        for record in body.get("Records") or [] if isinstance(body, dict) else []:
+            s3 = record.get("s3") or {}
+            bucket = (s3.get("bucket") or {}).get("name")
+            key = unquote_plus((s3.get("object") or {}).get("key") or "")
+            if bucket and key.endswith("/checkpoint.json"):
+                out.append(f"s3://{bucket}/{key.rpartition('/')[0]}")
+    return out
 
 
 def evaluation_data_fingerprint(uri: str, workdir: str, conn_id: str | None) -> str:
