@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "include.quality.commands",     # evaluate, validate, benchmark, visualize
     "include.edgetpu.commands",     # edgetpu-check, edgetpu-compile
     "include.pipeline_commands",    # run, demo
+    "include.pipeline.serve_commands",  # serve
     "include.dashboard.commands",   # dashboard
 )
 
