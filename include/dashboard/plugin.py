@@ -91,7 +91,8 @@ class MobiledetDashboardPlugin(AirflowPlugin):
                      "name": "MobileDet releases dashboard"}]
     external_views = [
         {"name": "MobileDet releases", "href": f"{URL_PREFIX}/", "destination": "nav",
-         "url_route": "mobiledet"},
+         "url_route": "mobiledet", "nav_top_level": True,
+         "icon": f"{URL_PREFIX}/static/favicon.svg"},
         {"name": "Releases", "href": f"{URL_PREFIX}/?dag_id={{DAG_ID}}",
          "destination": "dag", "url_route": "mobiledet_dag"},
         {"name": "Release report", "href": f"{URL_PREFIX}/runs/{{RUN_ID}}",

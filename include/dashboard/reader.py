@@ -29,12 +29,15 @@ import time
 from collections import OrderedDict
 from typing import Any, Callable
 
-from include.dashboard.safety import NotFound, check_name
+from include.dashboard.safety import NotFound, check_name, redact
 from include.errors import StoreError
 
 VARIANT_ORDER = ("cpu", "edgetpu", "dsp", "gpu")
 PRECISION_ORDER = ("float32", "dynamic", "float16", "int8", "uint8")
 RESERVED_TOP = ("runs", "claims", "latest")
+# Stage order of one run (reports may store stages as a JSON object, whose keys get sorted).
+STAGE_ORDER = ("plan", "claim", "export", "convert", "check", "evaluate", "validate",
+               "benchmark", "edgetpu", "recipe_search", "gate", "publish", "report")
 _OPS_RE = re.compile(r"(\d+)/(\d+) ops on the Edge TPU")
 
 
@@ -212,14 +215,14 @@ class StoreReader:
                 return self._immutable.get(key)
         if not self.store.is_file(key):
             return None
-        doc = self.store.read_json(key)
+        doc = redact(self.store.read_json(key))
         with self._lock:
             self._immutable.put(key, doc)
         return doc
 
     def _json_timed(self, key: str) -> Any:
         def read():
-            return self.store.read_json(key) if self.store.is_file(key) else None
+            return redact(self.store.read_json(key)) if self.store.is_file(key) else None
         return self._ttl(("json", key), self.relist_s, read)
 
     # -- models, versions, pointers ---------------------------------------------------------
@@ -321,7 +324,7 @@ class StoreReader:
             raise NotFound(f"version {version!r} of model {model!r} is not published.",
                            where=self.store.uri(key), fix="pick a version from the releases page.")
         self.stats["manifest_reads"] += 1
-        doc = self.store.read_json(key)
+        doc = redact(self.store.read_json(key))  # what is shown never holds a credential
         with self._lock:
             self._immutable.put(key, doc)
         return doc
@@ -733,7 +736,9 @@ class StoreReader:
             rows.append({"stage": str(name), "wall_s": _num(s.get("wall_s")),
                          "cpu_s": _num(s.get("cpu_s")), "peak_rss_mb": _num(s.get("peak_rss_mb")),
                          "count": s.get("count") or s.get("tasks")})
-        return rows
+        known = [r for r in rows if r["stage"] in STAGE_ORDER]
+        known.sort(key=lambda r: STAGE_ORDER.index(r["stage"]))
+        return known + [r for r in rows if r["stage"] not in STAGE_ORDER]
 
     def run_summary(self, run_id: str) -> dict:
         check_name(run_id, "run id")
