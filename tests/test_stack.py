@@ -284,3 +284,63 @@ def test_airflow_cli_sees_the_stack_settings(tmp_path):
                          timeout=120)
     assert out.returncode == 0, out.stderr[-1500:]
     assert out.stdout.strip().splitlines()[-1] == "http://127.0.0.1:18555/execution/"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_serve_runs_the_dag_for_run_airflow_and_stops_on_sigterm(tmp_path, tiny_inputs):
+    """`mobiledet serve` (SQLite + LocalExecutor) exports the pipeline settings to every
+    component, `run --airflow URL` (run_on_airflow) runs the DAG there, SIGTERM stops all."""
+    import argparse
+
+    from include.pipeline.serve_commands import run_on_airflow
+
+    root, ckpt = tiny_inputs
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    shutil.copy2(DAG_FILE, dags / DAG_FILE.name)
+    port = free_port()
+    out = tmp_path / "serve.out"
+    argv = [str(Path(sys.executable).with_name("mobiledet")), "serve", "--home",
+            str(tmp_path / "airflow"), "--dags-folder", str(dags), "--port", str(port),
+            "--checkpoints", str(tmp_path / "landing"), "--data", str(root / "data"),
+            "--store", str(tmp_path / "default-store"), "--password", "serve-test",
+            "--max-seconds", "400"]
+    serve = ManagedProcess(name="serve", argv=argv, log_path=out, cwd=tmp_path,
+                           stop_signal=signal.SIGTERM, stop_timeout=60).start()
+    try:
+        for _ in range(240):
+            text = out.read_text()
+            if "[serve] pids:" in text or not serve.running():
+                break
+            time.sleep(0.5)
+        assert "[serve] pids:" in text, text[-3000:]
+        assert f"http://127.0.0.1:{port}/  login: admin / serve-test" in text
+        pids = dict(p.split("=") for p in text.split("[serve] pids: ")[1].splitlines()[0]
+                    .split(", "))
+        assert set(pids) == {"api-server", "scheduler", "dag-processor", "triggerer"}
+        assert (tmp_path / "landing").is_dir()
+        # (Airflow's components rewrite their /proc/<pid>/environ with setproctitle, so the
+        # settings are checked in what serve printed, and through a run that uses the default
+        # store: conf below has no "store", so MOBILEDET_STORE must reach the task processes.)
+        for key, value in (("MOBILEDET_CHECKPOINT_STORE", tmp_path / "landing"),
+                           ("MOBILEDET_DATA", root / "data"),
+                           ("MOBILEDET_STORE", tmp_path / "default-store")):
+            assert f"[serve] {key}={value}\n" in text
+
+        args = argparse.Namespace(airflow=f"http://127.0.0.1:{port}", user="admin",
+                                  password="serve-test", timeout=RUN_TIMEOUT_S, json=False)
+        conf = {"checkpoints": [str(ckpt)], "data": str(root / "data"),
+                "store": None, "precisions": ["float32"], "overrides": FAST, "variants": None}
+        assert run_on_airflow(args, conf) == 0
+        assert list((tmp_path / "default-store").rglob("manifest.json"))
+
+        os.kill(serve.pid, signal.SIGTERM)
+        serve.popen.wait(90)
+        assert serve.popen.returncode == 0, out.read_text()[-3000:]
+        assert "[serve] stopped:" in out.read_text()
+        for name, pid in pids.items():
+            assert not services._alive(int(pid)), name
+        assert not services.port_open("127.0.0.1", port)
+    finally:
+        serve.stop()

@@ -50,6 +50,8 @@ def register(sub) -> None:
                         "and a broker, plus a worker started here)")
     p.add_argument("--home", default=None,
                    help="AIRFLOW_HOME (default: $AIRFLOW_HOME or .airflow/ in this repository)")
+    p.add_argument("--dags-folder", default=None,
+                   help="DAGs folder (default: this repository's dags/)")
     p.add_argument("--sql-alchemy-conn", default=os.environ.get(
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"),
                    help="metadata database URL (default: SQLite in AIRFLOW_HOME)")
@@ -117,8 +119,11 @@ def serve_settings(args):
 
     home = Path(args.home or os.environ.get("AIRFLOW_HOME") or
                 Path(__file__).resolve().parents[2] / ".airflow").expanduser().resolve()
+    from include.pipeline.services import DAGS
+
+    dags = Path(args.dags_folder).expanduser().resolve() if args.dags_folder else DAGS
     return AirflowSettings(
-        home=home, host=args.host, port=args.port, executor=args.executor,
+        home=home, dags_folder=dags, host=args.host, port=args.port, executor=args.executor,
         sql_alchemy_conn=args.sql_alchemy_conn, broker_url=args.broker_url,
         worker_concurrency=args.concurrency, username=args.user, password=args.password,
         parallelism=max(2, os.cpu_count() or 2),
