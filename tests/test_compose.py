@@ -1,0 +1,189 @@
+"""docker-compose.yaml has the production shape (no Docker engine here: its YAML is checked).
+
+Airflow 3's api-server, scheduler, dag-processor, triggerer and a Celery worker, all built from
+the repository's Dockerfile with one shared environment; PostgreSQL, Redis and MinIO behind
+health checks; one-shot init services; named volumes; and a .env.example with placeholders only.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+COMPOSE = REPO / "docker-compose.yaml"
+ENV_EXAMPLE = REPO / ".env.example"
+
+AIRFLOW = {"airflow-api-server": "api-server", "airflow-scheduler": "scheduler",
+           "airflow-dag-processor": "dag-processor", "airflow-triggerer": "triggerer",
+           "airflow-worker": "celery worker"}
+BACKING = ("postgres", "redis", "minio")
+ONE_SHOT = ("minio-init", "airflow-init")
+# What the README's "Run it on docker-compose" section names.
+PIPELINE_ENV = {"MOBILEDET_CHECKPOINT_STORE": "s3://checkpoints/",
+                "MOBILEDET_STORE": "s3://models/mobiledet"}
+SECRET_NAMES = re.compile(r"PASSWORD|SECRET|KEY|TOKEN", re.I)
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+@pytest.fixture(scope="module")
+def services(compose) -> dict:
+    return compose["services"]
+
+
+@pytest.fixture(scope="module")
+def env_example() -> dict:
+    out = {}
+    for line in ENV_EXAMPLE.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            key, sep, value = line.partition("=")
+            assert sep, f".env.example: {line!r} is not KEY=VALUE"
+            out[key] = value
+    return out
+
+
+def _env(service: dict) -> dict:
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) for item in env)
+    return {k: str(v) for k, v in env.items()}
+
+
+def _command(service: dict) -> str:
+    cmd = service.get("command", "")
+    return " ".join(cmd) if isinstance(cmd, list) else str(cmd)
+
+
+def test_every_service_of_the_production_shape_exists(services):
+    assert set(AIRFLOW) | set(BACKING) | set(ONE_SHOT) <= set(services)
+    for name, subcommand in AIRFLOW.items():
+        assert _command(services[name]).startswith(subcommand), name
+    assert services["postgres"]["image"].startswith("postgres:")
+    assert services["redis"]["image"].startswith("redis:")
+    assert "minio/minio" in services["minio"]["image"]
+
+
+def test_airflow_services_share_the_image_built_from_the_dockerfile(compose, services):
+    assert "x-airflow-common" in compose
+    assert (REPO / "Dockerfile").is_file()
+    images = set()
+    for name in (*AIRFLOW, "airflow-init"):
+        service = services[name]
+        assert service["build"] in (".", {"context": "."}), name
+        images.add(service["image"])
+    assert len(images) == 1  # one image for every Airflow service
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert re.search(r"apache/airflow:3\.3\.\d", dockerfile)
+
+
+def test_long_running_services_have_health_checks(services):
+    for name, service in services.items():
+        if name in ONE_SHOT:
+            assert service.get("restart") == "no", name
+            continue
+        check = service.get("healthcheck")
+        assert check and check.get("test"), f"{name} has no healthcheck"
+        assert not check.get("disable"), name
+        for key in ("interval", "timeout", "retries"):
+            assert key in check, f"{name} healthcheck has no {key}"
+    api = " ".join(services["airflow-api-server"]["healthcheck"]["test"])
+    assert "/api/v2/" in api
+    worker = " ".join(services["airflow-worker"]["healthcheck"]["test"])
+    assert "inspect ping" in worker
+
+
+def test_depends_on_waits_for_health(services):
+    for name, service in services.items():
+        deps = service.get("depends_on") or {}
+        assert isinstance(deps, dict), f"{name}: depends_on must give conditions"
+        for dep, spec in deps.items():
+            assert dep in services, f"{name} depends on unknown {dep}"
+            assert dep != name, f"{name} depends on itself"
+            want = "service_completed_successfully" if dep in ONE_SHOT else "service_healthy"
+            assert spec.get("condition") == want, f"{name} -> {dep}: {spec}"
+    for name in AIRFLOW:
+        deps = services[name]["depends_on"]
+        assert {"postgres", "redis", "minio", "airflow-init"} <= set(deps), name
+    assert "airflow-api-server" in services["airflow-worker"]["depends_on"]
+    assert services["minio-init"]["depends_on"]["minio"]["condition"] == "service_healthy"
+
+
+def test_named_volumes_are_declared_and_used(compose, services):
+    declared = set(compose.get("volumes") or {})
+    assert {"postgres-db", "minio-data", "airflow-logs"} <= declared
+    used = set()
+    for service in services.values():
+        for volume in service.get("volumes") or []:
+            source = volume.split(":", 1)[0] if isinstance(volume, str) else volume.get("source")
+            if source and not source.startswith((".", "/", "~")):
+                assert source in declared, f"volume {source} is not declared"
+                used.add(source)
+    assert used == declared, f"declared but unused: {declared - used}"
+    assert any(v.startswith("postgres-db:") for v in services["postgres"]["volumes"])
+    assert any(v.startswith("minio-data:") for v in services["minio"]["volumes"])
+
+
+def test_airflow_environment_agrees(services):
+    for name in AIRFLOW:
+        env = _env(services[name])
+        assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor", name
+        assert env["AIRFLOW__CORE__LOAD_EXAMPLES"].lower() == "false"
+        for key, value in PIPELINE_ENV.items():
+            assert env[key] == value, (name, key)
+        assert env["MOBILEDET_DATA"]
+        # The execution API URL names the api-server service and the port it listens on.
+        url = urlsplit(env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"])
+        assert url.hostname == "airflow-api-server" and url.path == "/execution/"
+        port = re.search(r"--port (\d+)", _command(services["airflow-api-server"])).group(1)
+        assert str(url.port) == port == env["AIRFLOW__API__PORT"]
+        assert f"{port}:{port}" in services["airflow-api-server"]["ports"]
+        # Metadata DB on the postgres service, broker on the redis service.
+        assert "@postgres:5432/" in env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+        assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql")
+        assert urlsplit(env["AIRFLOW__CELERY__BROKER_URL"]).hostname == "redis"
+        # One secret for everyone that signs and checks tokens.
+        assert env["AIRFLOW__API_AUTH__JWT_SECRET"].startswith("${AIRFLOW_JWT_SECRET")
+
+
+def test_aws_default_points_at_minio_and_the_buckets_exist(services):
+    env = _env(services["airflow-worker"])
+    conn = json.loads(re.sub(r"\$\{[^}]*\}", "x", env["AIRFLOW_CONN_AWS_DEFAULT"]))
+    assert conn["conn_type"] == "aws"
+    assert urlsplit(conn["extra"]["endpoint_url"]).hostname == "minio"
+    assert urlsplit(conn["extra"]["endpoint_url"]).port == 9000
+    init = _command(services["minio-init"])
+    made = set(re.findall(r"local/([a-z0-9.-]+)", init.split("mc mb", 1)[1].split("\n")[0]))
+    for value in PIPELINE_ENV.values():
+        assert urlsplit(value).netloc in made, value
+    assert "airflow db migrate" in _command(services["airflow-init"])
+    assert "connections get aws_default" in _command(services["airflow-init"])
+
+
+def test_env_example_defines_every_required_variable(env_example):
+    text = COMPOSE.read_text()
+    required = set(re.findall(r"\$\{([A-Z0-9_]+):\?", text))
+    assert required, "the compose file requires its secrets from .env"
+    assert required <= set(env_example), f"missing in .env.example: {required - set(env_example)}"
+    referenced = set(re.findall(r"(?<!\$)\$\{([A-Z0-9_]+)", text))
+    assert referenced <= set(env_example), \
+        f"referenced but not in .env.example: {referenced - set(env_example)}"
+
+
+def test_env_example_holds_no_real_secret(env_example):
+    for key, value in env_example.items():
+        if SECRET_NAMES.search(key):
+            assert value == "" or value.startswith("change-me"), f"{key}={value!r}"
+    text = ENV_EXAMPLE.read_text()
+    assert not re.search(r"AKIA[0-9A-Z]{16}", text)            # AWS access key ids
+    assert not re.search(r"-----BEGIN [A-Z ]*PRIVATE KEY", text)
+    for value in env_example.values():  # nothing that looks generated (long random tokens)
+        assert not re.fullmatch(r"[A-Za-z0-9_\-+/=]{32,}", value), value
