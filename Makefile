@@ -26,6 +26,16 @@ test: install
 demo: install
 	$(BIN)/mobiledet demo
 
+# Airflow on this machine with this project's DAGs (SQLite + LocalExecutor; Ctrl-C stops it).
+# Options after SERVE_ARGS=, e.g. make serve SERVE_ARGS="--data demo/data --port 8081".
+.PHONY: serve test-stack
+serve: install
+	$(BIN)/mobiledet serve $(SERVE_ARGS)
+
+# The production shape natively: PostgreSQL + Redis + Celery worker + S3 (a few minutes).
+test-stack: install
+	$(BIN)/python -m pytest -q tests/test_stack.py tests/test_compose.py
+
 bench: install
 	$(BIN)/python bench/model_sizes.py
 
