@@ -44,3 +44,14 @@ def airflow_db():
     """The session's Airflow metadata DB (SQLite), migrated once."""
     from include.pipeline.airflow_env import prepare_airflow
     return prepare_airflow(_AIRFLOW_HOME)
+
+
+@pytest.fixture(params=["local", "s3"])
+def store(request, tmp_path):
+    """An empty artifact store: a local folder, then a prefix of a fresh S3 bucket."""
+    from include.store import ArtifactStore
+
+    if request.param == "local":
+        return ArtifactStore(str(tmp_path / "store"))
+    bucket = request.getfixturevalue("s3_bucket")
+    return ArtifactStore(f"s3://{bucket}/artifacts", conn_id="aws_default")

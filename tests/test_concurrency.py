@@ -19,8 +19,6 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import pytest
-
 from include.store import (ArtifactStore, clean_version, latest, list_versions, make_version,
                            pointer, publish, read_manifest)
 
@@ -31,14 +29,6 @@ T0 = datetime(2026, 11, 30, 1, 2, 3, tzinfo=timezone.utc)
 VERSION = make_version(FP, T0)
 LINEAGE = {"checkpoint_uri": "s3://ckpts/edgetpu-qat", "checkpoint_fingerprint": FP, "qat": True}
 PROCESS_TIMEOUT_S = 180
-
-
-@pytest.fixture(params=["local", "s3"])
-def store(request, tmp_path):
-    if request.param == "local":
-        return ArtifactStore(str(tmp_path / "store"))
-    bucket = request.getfixturevalue("s3_bucket")
-    return ArtifactStore(f"s3://{bucket}/releases", conn_id="aws_default")
 
 
 def artifacts(store: ArtifactStore, run: str) -> list[dict]:

@@ -15,7 +15,6 @@ from include.errors import StoreError
 from include.store import (
     ArtifactStore,
     clean_version,
-    comparable_baseline,
     fetch,
     last_published,
     latest,
@@ -34,14 +33,6 @@ from include.store import manifest as manifest_mod
 FP_A = "sha256:" + "a1b2c3d4" * 8
 FP_B = "sha256:" + "ffee0011" * 8
 T0 = datetime(2026, 11, 24, 4, 12, tzinfo=timezone.utc)
-
-
-@pytest.fixture(params=["local", "s3"])
-def store(request, tmp_path):
-    if request.param == "local":
-        return ArtifactStore(str(tmp_path / "store"))
-    bucket = request.getfixturevalue("s3_bucket")
-    return ArtifactStore(f"s3://{bucket}/artifacts", conn_id="aws_default")
 
 
 def _sha(data: bytes) -> str:

@@ -60,14 +60,12 @@ def run_dag(conf: dict) -> dict:
     state = str(getattr(dag_run, "state", ""))
     from include.errors import MobiledetError
     failed = []
-    report = None
     for ti in dag_run.get_task_instances() if hasattr(dag_run, "get_task_instances") else []:
         if str(ti.state) in ("failed", "upstream_failed"):
             failed.append(f"{ti.task_id}[{ti.map_index}]={ti.state}")
     if state != "success":
         raise MobiledetError(f"DAG run {dag_run.run_id} ended {state}: {', '.join(failed) or '?'}",
                              where=DAG_ID, fix="read the task logs above for the first failure.")
-    from airflow.models import XCom  # noqa: F401  (import check)
     return {"run_id": dag_run.run_id, "state": state, "report": _report_of(dag_run)}
 
 
