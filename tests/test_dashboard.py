@@ -592,3 +592,45 @@ def test_dashboard_reads_a_real_pipeline_run(tmp_path_factory, airflow_db):
     assert run["state"] == "success, with rejections"
     assert run["published"][0]["version"] == built["version"]
     assert run["stages"] == [] or all(s["wall_s"] is not None for s in run["stages"])
+
+
+# --------------------------------------------------------------------------------------------
+# S3 and an empty store
+# --------------------------------------------------------------------------------------------
+def test_an_s3_store_shows_the_same_pages(s3_bucket, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from include.dashboard.app import create_app
+    from include.dashboard.synthetic import make_releases
+    from include.store import open_store
+
+    uri = f"s3://{s3_bucket}/models"
+    versions = make_releases(uri, 2, pairs=(("edgetpu", "float32"), ("edgetpu", "int8")),
+                             reject_every=2)
+    store = open_store(uri)
+    store.write_json("runs/synthetic_0001/report.json", {"run_id": "synthetic_0001",
+                                                         "models": [], "published": []})
+    c = TestClient(create_app(uri))
+    data = c.get("/api/releases").json()
+    assert [r["version"] for r in data["versions"]] == list(reversed(versions))
+    assert data["versions"][0]["cells"]["edgetpu/int8"]["state"] == "rejected"
+    assert data["pointers"]["pairs"]["edgetpu/int8"] == versions[0]
+    detail = c.get(f"/api/releases/{versions[1]}").json()
+    assert detail["entries"][0]["ops"]["CONV_2D"] == 60
+    assert [r["run_id"] for r in c.get("/api/runs").json()["runs"]] == ["synthetic_0001"]
+    for url in ("/", "/trends", f"/releases/{versions[1]}", "/diff", "/runs"):
+        assert c.get(url).status_code == 200, url
+
+
+def test_an_empty_or_missing_store_says_so(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from include.dashboard.app import create_app
+
+    c = TestClient(create_app(str(tmp_path / "not-there")))
+    assert "No release in this store yet." in c.get("/").text
+    assert c.get("/api/releases").json()["versions"] == []
+    assert c.get("/api/runs").json()["runs"] == []
+    assert "no runs in this store yet" in c.get("/runs").text
+    assert c.get("/diff").status_code == 404
+    assert not (tmp_path / "not-there").exists()
