@@ -155,6 +155,7 @@ class ManagedProcess:
     stop_timeout: float = STOP_TIMEOUT_S
     popen: subprocess.Popen | None = field(default=None, repr=False)
     known_pids: set = field(default_factory=set, repr=False)
+    signalled_at: float | None = field(default=None, repr=False)
 
     @property
     def pid(self) -> int | None:
@@ -193,32 +194,43 @@ class ManagedProcess:
     def log_tail(self, chars: int = 2000) -> str:
         return tail(self.log_path, chars)
 
+    def terminate(self) -> None:
+        """Send `stop_signal` to the process group once, without waiting (see `stop`)."""
+        if self.popen is None or self.popen.poll() is not None or self.signalled_at:
+            return
+        self.remember_children()
+        try:
+            os.killpg(self.popen.pid, self.stop_signal)
+        except (ProcessLookupError, PermissionError):
+            _signal(self.popen.pid, self.stop_signal)
+        self.signalled_at = time.monotonic()
+
     def stop(self) -> int | None:
-        """Stop the process group by id; returns the exit code (None if never started)."""
+        """Stop the process group by id; returns the exit code (None if never started).
+
+        `stop_signal` to the group, at most `stop_timeout` seconds for the process to exit and
+        a third of that for the rest of its group, then SIGKILL to whatever is left."""
         if self.popen is None:
             return None
         pid = self.popen.pid
-        self.remember_children()
+        self.terminate()
         if self.popen.poll() is None:
+            waited = time.monotonic() - (self.signalled_at or time.monotonic())
             try:
-                os.killpg(pid, self.stop_signal)
-            except (ProcessLookupError, PermissionError):
-                _signal(pid, self.stop_signal)
-            try:
-                self.popen.wait(self.stop_timeout)
+                self.popen.wait(max(0.1, self.stop_timeout - waited))
             except subprocess.TimeoutExpired:
                 pass
-        # Bounded second pass: whatever is left of the group (children finishing their own
-        # shutdown) gets the rest of the time, then SIGKILL.
         deadline = time.monotonic() + max(1.0, self.stop_timeout / 3)
         while time.monotonic() < deadline and self.leftovers(pid):
             time.sleep(0.2)
-        for left in self.leftovers(pid):
-            _signal(left, signal.SIGKILL)
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        left = self.leftovers(pid)
+        for other in left:
+            _signal(other, signal.SIGKILL)
+        if left:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
         try:
             code = self.popen.wait(10)
         except subprocess.TimeoutExpired:
@@ -238,9 +250,17 @@ class ManagedProcess:
 
 
 def stop_all(processes: Iterable[ManagedProcess]) -> dict[str, int | None]:
-    """Stop processes in the reverse order of their start; each one is tried, whatever fails."""
+    """Stop processes (signalled all at once, then waited for in the reverse order of their
+    start); each one is tried, whatever fails."""
+    processes = list(processes)
+    for proc in reversed(processes):
+        try:
+            proc.terminate()
+        except Exception as exc:  # stop() below tries again, then SIGKILLs
+            print(f"[services] signalling {proc.name} (pid {proc.pid}) failed: {exc}",
+                  file=sys.stderr)
     codes = {}
-    for proc in reversed(list(processes)):
+    for proc in reversed(processes):
         try:
             codes[proc.name] = proc.stop()
         except Exception as exc:  # keep stopping the others
