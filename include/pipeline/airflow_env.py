@@ -25,6 +25,7 @@ def prepare_airflow(home: str | os.PathLike | None = None) -> Path:
     airflow_home.mkdir(parents=True, exist_ok=True)
     os.environ["AIRFLOW_HOME"] = str(airflow_home)
     os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(DAGS))
+    os.environ.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(REPO / "plugins"))
     os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     marker = airflow_home / ".db-migrated"

@@ -320,14 +320,15 @@ def _coco_or_all(root: Path, pick):
 
 
 def _check_images(root: Path, max_images: int | None) -> list:
-    """The images a check reads: the evaluated ones and the contract's sample."""
+    """The images a check reads: the evaluated ones, the contract's sample, the pictures'."""
     from include.convert.calibration import calibration_files
+    from include.dashboard.pictures import COUNT as PICTURES
     from include.data.coco import open_dataset
     from include.quality.evaluate import default_split
     from include.quality.validate import DEFAULT_IMAGES
 
     dataset = open_dataset(root, split=default_split(root))
-    ids = dataset.image_ids[:max_images] if max_images else dataset.image_ids
+    ids = dataset.image_ids[:max(max_images, PICTURES)] if max_images else dataset.image_ids
     return [dataset.image_path(i) for i in ids] + calibration_files(root, DEFAULT_IMAGES)
 
 
@@ -364,6 +365,14 @@ def check_stage(settings: dict, model: dict) -> dict:
         metrics_doc = {"evaluation": metrics, "benchmark": bench}
         metrics_uri = store.write_json(f"{key}/metrics.json", metrics_doc)
         validation_uri = store.put_file(validation["result_json"], f"{key}/validation.json")
+        # for people: the Great Expectations Data Docs, and detections drawn on a few
+        # evaluation images (published with the model, shown by the dashboard)
+        from include.dashboard.pictures import release_pictures
+        from include.store import stage_dir
+        data_docs_uri = stage_dir(store, str(Path(validation["data_docs"]).parent),
+                                  f"{key}/data_docs")
+        picture_uris = [store.put_file(str(p), f"{key}/pictures/{p.name}")
+                        for p in release_pictures(model_path, data, Path(tmp) / "pictures")]
     summary = {k: metrics["metrics"].get(k) for k in ("AP", "AP50", "AP75", "APs", "APm", "APl",
                                                       "AR100")}
     return {**model, "metrics": summary, "drop": metrics.get("drop"),
@@ -372,7 +381,8 @@ def check_stage(settings: dict, model: dict) -> dict:
             "contract_failed": [f"{r['name']}: {r['details']}" for r in validation["expectations"]
                                 if not r["success"]],
             "latency_ms": bench["latency_ms"]["mean"], "latency": bench["latency_ms"],
-            "metrics_uri": metrics_uri, "validation_uri": validation_uri}
+            "metrics_uri": metrics_uri, "validation_uri": validation_uri,
+            "data_docs_uri": data_docs_uri, "picture_uris": picture_uris}
 
 
 # ------------------------------------------------------------------------------------------
@@ -565,6 +575,8 @@ def publish_stage(settings: dict, decided: list[dict]) -> list[dict]:
             if d["passed"]:
                 files = {"model.tflite": d["model_uri"], "conversion.json": d["conversion_uri"],
                          "metrics.json": d["metrics_uri"], "validation.json": d["validation_uri"]}
+                files.update({f"picture-{i}.png": uri
+                              for i, uri in enumerate(d.get("picture_uris") or [])})
             if d["passed"] and (d.get("edgetpu") or {}).get("edgetpu_model_uri"):
                 files["model_edgetpu.tflite"] = d["edgetpu"]["edgetpu_model_uri"]
             artifacts.append({"variant": d["variant"], "precision": d["precision"], "files": files,
