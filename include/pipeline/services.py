@@ -231,6 +231,9 @@ class ManagedProcess:
                 os.killpg(pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
+            deadline = time.monotonic() + 5  # SIGKILL is delivered asynchronously
+            while time.monotonic() < deadline and self.leftovers(pid):
+                time.sleep(0.05)
         try:
             code = self.popen.wait(10)
         except subprocess.TimeoutExpired:
