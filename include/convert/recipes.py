@@ -16,6 +16,27 @@ The post-process op has float outputs only, so every model's outputs are float32
 converter's dequantised floats, so no float tensor is left before the op.
 Float recipes on a QAT graph bypass its fake-quant nodes, giving the float reference of the
 same weights.
+
+Options of the int8 recipe (`convert(..., options=...)`, also used by the recipe search in
+`include/convert/search.py`):
+
+| option | effect |
+| per_tensor: true | one weight scale per tensor instead of per output channel
+|                  | (converter `_experimental_disable_per_channel`) |
+| activations: int16 | 16x8: int16 activations, int8 weights
+|                    | (`EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8`), float input;
+|                    | CPU only, accelerators run 8-bit models only |
+| float_layers: [pattern, ...], float_worst: N | keep these layers (names as `mobiledet
+|                    | quant-debug` prints them, fnmatch patterns) and the N worst of its ranking
+|                    | float: TensorFlow's QuantizationDebugger denylists them
+|                    | (`include/convert/quant_debug.py`) |
+
+Integer promise. After conversion, an int8 or uint8 model must have a uint8 input and integer
+tensors up to the post-process op (a 16x8 model: int16 activations; a fallback model: float
+only in its named layers). TensorFlow 2.21 does not always refuse a recipe it cannot honour: the
+MobileDet write-up's CPU int8 recipe (`WRITEUP_CPU_INT8`: quantized_input_stats without
+representative data) silently gives a dynamic-range model with a float input. Such a model is
+refused with a message that says what came out and which recipe works.
 """
 from __future__ import annotations
 
@@ -27,7 +48,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from include.errors import ConversionError
+from include.errors import ConfigError, ConversionError
 
 QUANTIZED_INPUT_STATS = (128.0, 128.0)  # uint8 q -> real (q - 128) / 128 in [-1, 127/128]
 ACCELERATOR_VARIANTS = ("edgetpu", "dsp")
@@ -60,8 +81,68 @@ RECIPES = {
 }
 PRECISIONS = tuple(RECIPES)
 
+# The CPU int8 recipe the MobileDet conversion write-up found by trial and error. With
+# TensorFlow 2.21 it yields a dynamic-range model with a float input; `convert` refuses it.
+WRITEUP_CPU_INT8 = Recipe("int8", "float", {"optimizations": ["DEFAULT"],
+                                            "inference_input_type": "uint8",
+                                            "quantized_input_stats": list(QUANTIZED_INPUT_STATS)},
+                          "int8 as in the MobileDet write-up: quantized_input_stats (128, 128), "
+                          "no representative data")
+INT8_OPTIONS = ("per_tensor", "activations", "float_layers", "float_worst")
+ACTIVATION_TYPES = ("int8", "int16")
 
-def check_request(precision: str, qat_graph: bool, output_type: str | None, has_calibration: bool):
+
+def check_options(precision: str, options: dict | None, variant: str | None = None) -> dict:
+    """Validate the int8 recipe options (module docstring) -> a normalised copy."""
+    if not options:
+        return {}
+    if not isinstance(options, dict):
+        raise ConfigError(f"recipe options must be a mapping, got {type(options).__name__}.",
+                          where="options", fix=f"use keys among {', '.join(INT8_OPTIONS)}.")
+    unknown = sorted(set(options) - set(INT8_OPTIONS))
+    if unknown:
+        raise ConfigError(f"unknown recipe option(s) {', '.join(unknown)}; allowed: "
+                          f"{', '.join(INT8_OPTIONS)}.", where="options",
+                          fix="drop the unknown keys.")
+    out = {k: v for k, v in options.items() if v not in (None, False, [], 0)}
+    if out and precision != "int8":
+        raise ConversionError(f"the recipe options {', '.join(sorted(out))} apply to the int8 "
+                              f"recipe only, not to {precision}.", where="--precision",
+                              fix="use --precision int8, or drop the options.")
+    act = out.get("activations", "int8")
+    if act not in ACTIVATION_TYPES:
+        raise ConfigError(f"unknown activation type {act!r}; allowed: "
+                          f"{', '.join(ACTIVATION_TYPES)}.", where="--activations",
+                          fix="int8 (default) or int16 (16x8, CPU only).")
+    if act == "int8":
+        out.pop("activations", None)
+    elif variant in ACCELERATOR_VARIANTS:
+        raise ConversionError(f"int16 activations (16x8) cannot run on the {variant} "
+                              "accelerator, which runs 8-bit models only.", where="--activations",
+                              fix="use int16 activations for the cpu or gpu variant only.")
+    if "float_layers" in out:
+        layers = out["float_layers"]
+        if isinstance(layers, str):
+            layers = [layers]
+        if not isinstance(layers, (list, tuple)) or not all(isinstance(p, str) and p.strip()
+                                                             for p in layers):
+            raise ConfigError(f"float_layers must be a list of layer names or patterns, got "
+                              f"{layers!r}.", where="--float-layers",
+                              fix="e.g. --float-layers 'edgetpu/C1/*'.")
+        out["float_layers"] = [p.strip() for p in layers]
+    if "float_worst" in out:
+        n = out["float_worst"]
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ConfigError(f"float_worst must be a whole number >= 0, got {n!r}.",
+                              where="--float-worst", fix="use e.g. 1, 2 or 4.")
+    if ("float_layers" in out or "float_worst" in out) and "activations" in out:
+        raise ConversionError("float fallback and int16 activations cannot be combined.",
+                              where="options", fix="pick one of them.")
+    return out
+
+
+def check_request(precision: str, qat_graph: bool, output_type: str | None, has_calibration: bool,
+                  recipe: "Recipe | None" = None):
     """Raise ConversionError for requests that cannot work, before the converter runs."""
     if precision not in RECIPES:
         raise ConversionError(f"unknown precision {precision!r}; allowed values: "
@@ -75,7 +156,7 @@ def check_request(precision: str, qat_graph: bool, output_type: str | None, has_
             "type' for that op.", where="--output-type",
             fix="leave the output type at float32; the body of the model is still fully integer "
                 "and the input is uint8 for the int8 and uint8 precisions.")
-    recipe = RECIPES[precision]
+    recipe = recipe or RECIPES[precision]
     if recipe.source == "qat" and not qat_graph:
         raise ConversionError(
             "the uint8 recipe needs a quantization-aware-trained graph (with FakeQuant nodes that "
@@ -87,7 +168,8 @@ def check_request(precision: str, qat_graph: bool, output_type: str | None, has_
             "the int8 recipe calibrates a float graph, but this graph is quantization-aware "
             "trained (it has FakeQuant nodes).", where="--precision int8",
             fix="use --precision uint8 for QAT graphs.")
-    if precision == "int8" and not has_calibration:
+    needs_data = recipe.settings.get("representative_dataset")
+    if precision == "int8" and needs_data and not has_calibration:
         raise ConversionError(
             "the int8 recipe needs representative data to calibrate activation ranges.",
             where="--calibration", fix="pass --calibration DIR (a COCO dataset or an image "
@@ -125,10 +207,17 @@ def _converter(graph_path, source):
     return conv
 
 
-def _apply_recipe(conv, recipe: Recipe, input_name: str, calibration):
+def _apply_recipe(conv, recipe: Recipe, input_name: str, calibration, options: dict | None = None):
     import tensorflow as tf
 
     s = recipe.settings
+    options = options or {}
+    if options.get("per_tensor"):
+        conv._experimental_disable_per_channel = True
+    if options.get("activations") == "int16":
+        conv.target_spec.supported_ops = [
+            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8,
+            tf.lite.OpsSet.TFLITE_BUILTINS]
     if "DEFAULT" in s.get("optimizations", []):
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
     if "target_spec.supported_types" in s:
@@ -140,7 +229,7 @@ def _apply_recipe(conv, recipe: Recipe, input_name: str, calibration):
         conv.representative_dataset = gen
     if s.get("inference_type") == "uint8":
         conv.inference_type = tf.uint8
-    if s.get("inference_input_type") == "uint8":
+    if s.get("inference_input_type") == "uint8" and options.get("activations") != "int16":
         conv.inference_input_type = tf.uint8
     if "quantized_input_stats" in s:
         conv.quantized_input_stats = {input_name: tuple(s["quantized_input_stats"])}
@@ -166,18 +255,28 @@ def smoke_run(model_path) -> dict:
 
 
 def convert(graph_dir, precision: str, out_path, *, calibration=None, calibration_count: int = 100,
-            output_type: str | None = None, seed: int = 0) -> dict:
+            output_type: str | None = None, seed: int = 0, options: dict | None = None,
+            recipe: Recipe | None = None, session=None, extra_report: dict | None = None) -> dict:
     """Convert an export folder or TFOD bundle with one recipe; writes out_path and
-    conversion.json next to it (both appear only when complete). Returns the report."""
+    conversion.json next to it (both appear only when complete). Returns the report.
+
+    options: int8 recipe options (module docstring). recipe: use this Recipe instead of the
+    table's (e.g. WRITEUP_CPU_INT8). session: a calibrated `quant_debug.DebugSession` of the
+    same graph and calibration, reused by float fallback (the recipe search passes it).
+    extra_report: more keys for conversion.json (the search adds its table).
+    """
     import tensorflow as tf
 
     from include.convert.inspect import inspect_tflite
     from include.convert.source import open_graph
     from include.mobiledet.export import load_frozen_graph
 
-    source = open_graph(graph_dir)
-    check_request(precision, source.qat, output_type, calibration is not None)
-    recipe = RECIPES[precision]
+    source = session.source if session is not None else open_graph(graph_dir)
+    recipe = recipe or RECIPES.get(precision)
+    has_calibration = calibration is not None or session is not None
+    check_request(precision, source.qat, output_type, has_calibration, recipe)
+    options = check_options(precision, options, source.spec.variant)
+    fallback = "float_layers" in options or "float_worst" in options
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     warn = []
@@ -186,11 +285,14 @@ def convert(graph_dir, precision: str, out_path, *, calibration=None, calibratio
                     "runs only full-integer models, so this model will run on the CPU.")
 
     calib_batch, calib_info = None, None
-    if recipe.settings.get("representative_dataset"):
+    if session is not None:
+        calib_batch, calib_info = session.calibration, session.calibration_info
+    elif recipe.settings.get("representative_dataset"):
         from include.convert.calibration import representative_images
         calib_batch, calib_info = representative_images(calibration, source.spec.input_size,
                                                         calibration_count, seed)
     started = time.perf_counter()
+    fallback_info = None
     with tempfile.TemporaryDirectory(prefix="mobiledet-convert-") as tmp:
         graph_path = source.graph_path
         stripped = 0
@@ -198,17 +300,34 @@ def convert(graph_dir, precision: str, out_path, *, calibration=None, calibratio
             graph_def, stripped = strip_fake_quant(load_frozen_graph(source.graph_path))
             graph_path = Path(tmp) / "float_graph.pb"
             graph_path.write_bytes(graph_def.SerializeToString())
-        conv = _converter(graph_path, source)
-        _apply_recipe(conv, recipe, source.input_name, calib_batch)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                data = conv.convert()
-        except Exception as exc:  # the converter raises ConverterError and others
-            lines = [l for l in str(exc).splitlines() if l.strip()]
-            raise ConversionError(f"TensorFlow's converter failed for the {precision} recipe: "
-                                  f"{' | '.join(lines[-3:])}", where=str(source.graph_path),
-                                  fix="check that the graph is a TFLite-ready export.") from None
+        if fallback:
+            from include.convert.quant_debug import open_session
+            if session is None or session.per_tensor != bool(options.get("per_tensor")):
+                session = open_session(graph_dir, None, calibration_batch=calib_batch,
+                                       calibration_info=calib_info,
+                                       per_tensor=bool(options.get("per_tensor")))
+            layers = session.resolve(options.get("float_layers"), options.get("float_worst", 0))
+            data = session.quantize(layers)
+            fallback_info = {"float_layers": [{k: l[k] for k in ("name", "where", "op", "tensor",
+                                                                 "channel_error", "rmse_scaled")}
+                                              for l in layers],
+                             "requested": {"patterns": options.get("float_layers", []),
+                                           "worst": options.get("float_worst", 0)},
+                             "mechanism": "tf.lite.experimental.QuantizationDebugger, "
+                                          "QuantizationDebugOptions(denylisted_nodes=...), "
+                                          "get_nondebug_quantized_model()"}
+        else:
+            conv = _converter(graph_path, source)
+            _apply_recipe(conv, recipe, source.input_name, calib_batch, options)
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    data = conv.convert()
+            except Exception as exc:  # the converter raises ConverterError and others
+                lines = [l for l in str(exc).splitlines() if l.strip()]
+                raise ConversionError(f"TensorFlow's converter failed for the {precision} recipe: "
+                                      f"{' | '.join(lines[-3:])}", where=str(source.graph_path),
+                                      fix="check that the graph is a TFLite-ready export.") from None
         rewrite = None
         if precision == "int8":
             from include.convert.postprocess_inputs import integer_postprocess_inputs
@@ -218,14 +337,28 @@ def convert(graph_dir, precision: str, out_path, *, calibration=None, calibratio
         tmp_model.write_bytes(data)
         smoke_run(tmp_model)
         contents = inspect_tflite(tmp_model)
+        check_integer_promise(precision, recipe, options, contents, source, fallback_info)
+        if fallback_info is not None:
+            fallback_info["float_ops"] = _float_ops(tmp_model)
+            fallback_info["input_dtype"] = contents["inputs"][0]["dtype"]
+            fallback_info["edgetpu"] = edgetpu_cost(tmp_model)
+        settings = {"allow_custom_ops": True, **recipe.settings,
+                    "input_arrays": [source.input_name],
+                    "output_arrays": list(source.output_names),
+                    "input_shapes": {source.input_name: list(source.input_shape)}}
+        if options.get("per_tensor"):
+            settings["_experimental_disable_per_channel"] = True
+        if options.get("activations") == "int16":
+            settings["target_spec.supported_ops"] = [
+                "EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8", "TFLITE_BUILTINS"]
+            settings.pop("inference_input_type", None)
         report = {
             "precision": precision,
-            "recipe": {"description": recipe.description, "source_graph": recipe.source,
+            "recipe": {"description": _describe(recipe, options),
+                       "source_graph": recipe.source,
                        "converter": "tf.compat.v1.lite.TFLiteConverter.from_frozen_graph",
-                       "settings": {"allow_custom_ops": True, **recipe.settings,
-                                    "input_arrays": [source.input_name],
-                                    "output_arrays": list(source.output_names),
-                                    "input_shapes": {source.input_name: list(source.input_shape)}},
+                       "settings": settings,
+                       "options": options,
                        "fake_quant_nodes_bypassed": stripped,
                        "postprocess_inputs_rewrite": rewrite},
             "source": source.to_dict(),
@@ -237,6 +370,9 @@ def convert(graph_dir, precision: str, out_path, *, calibration=None, calibratio
             **contents,
             "warnings": warn,
         }
+        if fallback_info is not None:
+            report["fallback"] = fallback_info
+        report.update(extra_report or {})
         from include.console import dumps
         tmp_json = out_path.parent / f".{out_path.name}.conversion.json.partial"
         tmp_json.write_text(dumps(report))
@@ -244,6 +380,123 @@ def convert(graph_dir, precision: str, out_path, *, calibration=None, calibratio
             else _copy_replace(tmp_model, out_path)
         os.replace(tmp_json, conversion_json_path(out_path))
     return report
+
+
+def _describe(recipe: Recipe, options: dict) -> str:
+    text = recipe.description
+    if options.get("per_tensor"):
+        text += "; per-tensor weights"
+    if options.get("activations") == "int16":
+        text = ("16x8: int16 activations, int8 weights, from post-training calibration, "
+                "float input, float outputs")
+    if "float_layers" in options or "float_worst" in options:
+        parts = []
+        if options.get("float_worst"):
+            parts.append(f"the {options['float_worst']} worst layer(s)")
+        if options.get("float_layers"):
+            parts.append("layers " + ", ".join(options["float_layers"]))
+        text += "; float fallback of " + " and ".join(parts)
+    return text
+
+
+def _float_ops(model_path) -> list[dict]:
+    """Ops of a model that compute in float (a float output), in execution order, read from
+    the flatbuffer (the interpreter hides ops that a delegate took)."""
+    from include.convert.quant_debug import describe_tensor
+    from include.edgetpu.tflite_model import read_model
+
+    out = []
+    for op in read_model(model_path).ops:
+        if op.opcode in ("DEQUANTIZE", "QUANTIZE") or op.custom_code:
+            continue
+        if any(t.dtype in ("float32", "float16") for t in op.outputs):
+            name = op.outputs[0].name if op.outputs else ""
+            out.append({"op": op.opcode, "layer": describe_tensor(name)[0]})
+    return out
+
+
+def edgetpu_cost(model_path) -> dict:
+    """What a model costs on the Edge TPU (offline prediction): ops mapped and where the one cut
+    falls (`include/edgetpu/analyze.py`)."""
+    from include.convert.quant_debug import describe_tensor
+    from include.edgetpu.analyze import analyze_model
+
+    result = analyze_model(model_path)
+    first = result.get("first_unmapped_op")
+    cut = None
+    if first:
+        cut = {"operator": first["operator"], "output": first.get("output"),
+               "layer": _cut_layer(model_path, first["index"]),
+               "reason": (first.get("reasons") or [None])[0]}
+    return {"prediction": True, "ops_on_tpu": result["ops_on_tpu"],
+            "total_ops": result["total_ops"], "ops_on_cpu": result["ops_on_cpu"],
+            "unexpected_on_cpu": result["unexpected_on_cpu"],
+            "all_mapped_except_postprocess": result["all_mapped_except_postprocess"],
+            "cut": cut}
+
+
+def _cut_layer(model_path, op_index: int) -> str | None:
+    """The model layer at the cut: the op's own output, or for a (de)quantize in front of a
+    float layer, the layer it feeds."""
+    from include.convert.quant_debug import describe_tensor
+    from include.edgetpu.tflite_model import read_model
+
+    ops = read_model(model_path).ops
+    op = next((o for o in ops if o.index == op_index), None)
+    seen = 0
+    while op is not None and op.opcode in ("DEQUANTIZE", "QUANTIZE") and seen < 4:
+        outs = {t.index for t in op.outputs}
+        op = next((o for o in ops if outs & {t.index for t in o.inputs if t is not None}), None)
+        seen += 1
+    if op is None or not op.outputs:
+        return None
+    return describe_tensor(op.outputs[0].name or "")[0]
+
+
+def check_integer_promise(precision: str, recipe: Recipe, options: dict, contents: dict,
+                          source, fallback_info: dict | None) -> None:
+    """Refuse an integer recipe whose model came out with float tensors (module docstring)."""
+    if precision not in ("int8", "uint8"):
+        return
+    dtypes = contents["tensor_dtypes"]
+    input_dtype = contents["inputs"][0]["dtype"]
+    floats = contents["float_tensors_besides_io"]
+    if options.get("activations") == "int16":
+        if dtypes.get("int16", 0) == 0:
+            problem = "no int16 activation tensor"
+        else:
+            return
+    elif fallback_info is not None:
+        if dtypes.get("int8", 0) + dtypes.get("uint8", 0) == 0:
+            problem = "no 8-bit tensor at all"
+        else:
+            return
+    else:
+        if input_dtype == "uint8" and not floats:
+            return
+        problem = (f"a {input_dtype} input and {len(floats)} float tensor(s) inside the model "
+                   f"(e.g. {', '.join(floats[:2]) or '-'})")
+        if dtypes.get("int8", 0) and input_dtype == "float32":
+            problem += "; that is a dynamic-range model (int8 weights, float activations)"
+    if precision == "uint8" or recipe.source == "qat":
+        works = ("uint8 needs a quantization-aware-trained graph whose FakeQuant nodes cover "
+                 "every op; for a float graph use --precision int8 with --calibration DIR "
+                 "(post-training calibration with representative data)")
+    else:
+        works = ("use the int8 recipe of this project: --precision int8 with --calibration DIR "
+                 "(optimizations=[DEFAULT] plus representative data, uint8 input), not "
+                 "quantized_input_stats without representative data")
+    raise ConversionError(
+        f"the {precision} recipe ({recipe.description}) promised a full-integer model, but "
+        f"TensorFlow {_tf_version()}'s converter returned {problem}. The converter does not "
+        "refuse such a recipe; it silently keeps float tensors.",
+        where=str(source.graph_path), fix=works + ".")
+
+
+def _tf_version() -> str:
+    import tensorflow as tf
+
+    return tf.__version__
 
 
 def conversion_json_path(model_path) -> Path:
