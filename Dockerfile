@@ -63,6 +63,8 @@ COPY --chown=airflow:0 pyproject.toml ${PROJECT_HOME}/pyproject.toml
 COPY --chown=airflow:0 include ${PROJECT_HOME}/include
 COPY --chown=airflow:0 operators ${PROJECT_HOME}/operators
 COPY --chown=airflow:0 dags ${AIRFLOW_HOME}/dags
+# The dashboard plugin (mounted in the api-server at /mobiledet); Airflow's default plugins folder.
+COPY --chown=airflow:0 plugins ${AIRFLOW_HOME}/plugins
 RUN pip install --no-cache-dir --no-deps -e ${PROJECT_HOME} \
     && python -c "import include.edgetpu.commands, include.edgetpu.compiler" \
     && mobiledet --version

@@ -17,7 +17,7 @@ Settings, read from the environment when the DAG file is parsed (each is also a 
 | MOBILEDET_CHECKPOINT_STORE | `<repo>/checkpoints` | local folder or s3://bucket/prefix |
 | MOBILEDET_RETRAIN_SCHEDULE | `@daily` | cron or preset; `off` / `none` / empty: no schedule |
 | MOBILEDET_RETRAIN_VARIANTS | `edgetpu` | comma-separated: cpu, edgetpu, dsp, gpu |
-| MOBILEDET_RETRAIN_DATA | (none: runs fail until set) | COCO dataset folder or s3:// URI, with train and val splits |
+| MOBILEDET_RETRAIN_DATA | (none: no schedule until set) | COCO dataset folder or s3:// URI, with train and val splits |
 | MOBILEDET_RETRAIN_STEPS | `200` | float fine-tuning steps |
 | MOBILEDET_RETRAIN_QAT_STEPS | `100` | QAT fine-tuning steps; 0: no QAT |
 | MOBILEDET_RETRAIN_BUDGET_S | `1800` | time budget per variant, seconds (the QAT run is shortened to fit) |

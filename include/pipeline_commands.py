@@ -22,6 +22,8 @@ def register(sub) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="config override, e.g. gates.min_map=0.3 (JSON values allowed)")
     p.add_argument("--json", action="store_true")
+    from include.pipeline.serve_commands import add_airflow_arguments
+    add_airflow_arguments(p)   # --airflow URL, --user, --password, --timeout
     p.set_defaults(func=cmd_run)
 
     d = sub.add_parser("demo", help="synthetic data -> train EdgeTPU (float, QAT) and CPU -> "
@@ -71,6 +73,9 @@ def cmd_run(args) -> int:
             "calibration": args.calibration, "store": args.store, "model_name": args.model_name,
             "variants": args.variants, "precisions": args.precisions, "config": args.config,
             "overrides": _overrides(args.set)}
+    if args.airflow:  # trigger on a running deployment through the REST API and follow it
+        from include.pipeline.serve_commands import run_on_airflow
+        return run_on_airflow(args, conf)   # 0 on success, 1 on failed
     started = time.perf_counter()
     result = run_dag(conf)
     if args.json:

@@ -38,11 +38,15 @@ def test_dag_schedule_from_the_environment():
     from dagfiles import import_dag_file
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("MOBILEDET_")}
+    env["MOBILEDET_RETRAIN_DATA"] = "s3://datasets/coco"
     got = import_dag_file("mobiledet_retrain.py", env)
     assert got["seconds"] < 2.0 and got["heavy"] == [], got
     assert (got["dag_id"], got["schedule"]) == ("mobiledet_retrain", "@daily")
     off = import_dag_file("mobiledet_retrain.py", {**env, "MOBILEDET_RETRAIN_SCHEDULE": "off"})
     assert off["schedule"] is None
+    # no dataset to train on: no schedule, rather than a run that fails every day
+    env.pop("MOBILEDET_RETRAIN_DATA")
+    assert import_dag_file("mobiledet_retrain.py", env)["schedule"] is None
 
 
 def test_settings_from_env():
@@ -51,8 +55,10 @@ def test_settings_from_env():
 
     s = settings_from_env({})
     assert s["store"] == str(REPO / "checkpoints")
-    assert (s["schedule"], s["variants"], s["steps"]) == ("@daily", ["edgetpu"], 200)
-    s = settings_from_env({"MOBILEDET_RETRAIN_SCHEDULE": "0 3 * * 1",
+    assert (s["schedule"], s["variants"], s["steps"]) == (None, ["edgetpu"], 200)  # no data
+    data = {"MOBILEDET_RETRAIN_DATA": "/data/coco"}
+    assert settings_from_env(data)["schedule"] == "@daily"
+    s = settings_from_env({**data, "MOBILEDET_RETRAIN_SCHEDULE": "0 3 * * 1",
                            "MOBILEDET_RETRAIN_VARIANTS": "edgetpu, cpu,edgetpu",
                            "MOBILEDET_CHECKPOINT_STORE": "s3://b/ckpts",
                            "MOBILEDET_RETRAIN_STEPS": "50", "MOBILEDET_RETRAIN_QAT_STEPS": "0",

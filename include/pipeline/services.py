@@ -388,7 +388,7 @@ def airflow_environment(settings: AirflowSettings,
         "AIRFLOW__CORE__EXECUTOR": settings.executor_class,
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-        "AIRFLOW__CORE__ALLOWED_DESERIALIZATION_CLASSES_REGEXP": ".*",
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),   # the dashboard
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": conn,
         # The API server listens on this port, and task runners call the execution API there:
         # the two must agree (the default URL is http://localhost:8080/execution/).
