@@ -55,7 +55,8 @@ with DAG(
         "precisions": Param(None, type=["null", "array"], description="instead of the default matrix"),
         "store": Param(None, type=["null", "string"], description="artifact store URI"),
         "model_name": Param(None, type=["null", "string"]),
-        "config": Param(None, type=["null", "string"], description="pipeline config file"),
+        "config": Param(deployment.config_file(), type=["null", "string"],
+                        description="pipeline config file (default: $MOBILEDET_CONFIG)"),
         "overrides": Param({}, type="object", description="config overrides, e.g. "
                            "{\"gates.min_map\": 0.3}"),
     },

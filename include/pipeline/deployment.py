@@ -9,6 +9,8 @@ MOBILEDET_CHECKPOINT_CONN_ID   Airflow connection for an s3:// checkpoint store 
 MOBILEDET_WATCH_POLL_S         seconds between two listings of the checkpoint store (10)
 MOBILEDET_DATA                 the COCO-format evaluation dataset of runs started by a
                                landing (the DAG param `data` defaults to it)
+MOBILEDET_CONFIG               the pipeline config file (YAML/JSON: gates, precisions, sizes)
+                               of every run; the DAG param `config` defaults to it
 MOBILEDET_STORE                the artifact store (read by include/config.py)
 =============================  ==========================================================
 
@@ -53,6 +55,11 @@ def watch_poll_s(environ=None) -> float:
 def evaluation_data(environ=None) -> str:
     environ = os.environ if environ is None else environ
     return (environ.get("MOBILEDET_DATA") or "").strip()
+
+
+def config_file(environ=None) -> str | None:
+    environ = os.environ if environ is None else environ
+    return (environ.get("MOBILEDET_CONFIG") or "").strip() or None
 
 
 def artifact_store(environ=None) -> str:
