@@ -467,8 +467,7 @@ def inject_activation_outlier(checkpoint_dir, out_dir, *, layer: str | None = No
     input channel divided by it. The float model computes the same detections; int8, with one
     activation scale per tensor, loses the other channels of that layer. For tests and
     benchmarks of the analysis and the search. Default layer: the projection of the variant's
-    last backbone block (`<variant>/C5/<block>/project`, read by both heads of map 1 and by the
-    first extra feature layer).
+    first block (`<variant>/C1/<block>/project`, read by the next block's first conv).
     """
     import tensorflow as tf
 
@@ -481,7 +480,7 @@ def inject_activation_outlier(checkpoint_dir, out_dir, *, layer: str | None = No
                               where=str(checkpoint_dir), fix="use the float checkpoint.")
     if layer is None:
         layer = [l.name[:-len("/bn")] for l in model.layers
-                 if l.name.endswith("/project/bn") and "/C5/" in l.name][-1]
+                 if l.name.endswith("/project/bn") and "/C1/" in l.name][0]
     try:
         bn = model.get_layer(f"{layer}/bn")
     except ValueError:
