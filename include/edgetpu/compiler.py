@@ -185,8 +185,11 @@ def _compiler_error_text(report, stdout: str, stderr: str, returncode) -> str:
 
 def compile_model(model_path, out_dir, *, compiler: str | None = None, timeout_s: float = 180,
                   min_runtime_version: int | None = None, num_segments: int | None = None,
-                  search_delegate: bool = False) -> CompileResult:
-    """Compile one .tflite model for the Edge TPU into out_dir. See the module docstring."""
+                  search_delegate: bool = False, analysis: dict | None = None) -> CompileResult:
+    """Compile one .tflite model for the Edge TPU into out_dir. See the module docstring.
+
+    `analysis`: the offline analysis of this model (`include.edgetpu.analyze.analyze_model`)
+    when the caller made it already; the precheck then reuses it instead of analysing again."""
     model = Path(model_path)
     if not model.is_file():
         raise EdgeTPUError("the model to compile does not exist.", where=str(model),
@@ -194,7 +197,7 @@ def compile_model(model_path, out_dir, *, compiler: str | None = None, timeout_s
                                "`mobiledet convert`).")
     _check_settings(timeout_s, min_runtime_version, num_segments)
     exe = find_compiler(compiler)
-    warnings = precheck(model)
+    warnings = precheck(model, analysis)
     if exe is None:
         return CompileResult(
             status="not_installed", model_path=str(model), warnings=warnings,
@@ -261,12 +264,13 @@ def compile_model(model_path, out_dir, *, compiler: str | None = None, timeout_s
         shutil.rmtree(work, ignore_errors=True)
 
 
-def precheck(model: Path) -> list[str]:
-    """Advisory warnings from the offline analysis; never blocks the compiler (it decides)."""
+def precheck(model: Path, analysis: dict | None = None) -> list[str]:
+    """Advisory warnings from the offline analysis (`analysis` when given, else made here);
+    never blocks the compiler (it decides)."""
     try:
         from include.edgetpu.analyze import analyze_model
 
-        result = analyze_model(model)
+        result = analysis if analysis is not None else analyze_model(model)
     except Exception as exc:  # advisory only: any failure becomes a warning
         return [f"{model.name} could not be read as a TFLite model ({exc}); the compiler will "
                 "most likely reject it."]

@@ -8,6 +8,16 @@ Celery/Kubernetes workers that share nothing but the store.
 
 Every stage is idempotent: running it again for the same run writes the same keys, and
 publishing the same checkpoint twice is a no-op.
+
+Every stage measures itself (`include.pipeline.costs`): wall time, CPU time and peak RSS, split
+into its parts (download, tensorflow import, export, conversion, evaluation, validation,
+benchmark, upload, ...), written to ``runs/<run_id>/costs/`` whether the stage passes or fails;
+the report collects them under ``stages``, the manifest under each model's ``metrics.costs``.
+
+No work is done twice in a run: the evaluation images are decoded and resized once per input
+size (``runs/<run_id>/eval/<size>.npz``, by the export), each model is evaluated once and its
+detections stored, and the gate computes drop and agreement against the float reference from
+the stored detections; the Edge TPU analysis runs once per model.
 """
 from __future__ import annotations
 
@@ -19,6 +29,7 @@ from typing import Any
 
 from include import __version__
 from include.errors import CheckpointError, ConfigError
+from include.pipeline.costs import task_meter
 
 EDGETPU_PRECISIONS = ("int8", "uint8")
 
@@ -89,7 +100,16 @@ def describe_source(path: Path) -> dict:
 
 def plan(conf: dict, run_id: str) -> dict:
     """Run params -> settings shared by every task, and one entry per checkpoint."""
-    config = load_run_config(conf)
+    rid = safe_run_id(run_id)
+    where = {"run_id": rid}   # the cost record goes to the store once the config is known
+    with task_meter("plan", where) as meter:
+        with meter.part("config"):
+            config = load_run_config(conf)
+            where["config"] = config.to_dict()
+        return _plan(conf, rid, config, meter)
+
+
+def _plan(conf: dict, rid: str, config, meter) -> dict:
     checkpoints = conf.get("checkpoints") or []
     if isinstance(checkpoints, str):
         checkpoints = [checkpoints]
@@ -102,14 +122,15 @@ def plan(conf: dict, run_id: str) -> dict:
                               "images) or its store URI as `data`.")
     variants = conf.get("variants") or None
     precisions = conf.get("precisions") or None
-    rid = safe_run_id(run_id)
     entries, warnings, claimed = [], [], []
     from include.pipeline.inputs import checkpoint_header
     with tempfile.TemporaryDirectory(prefix="mobiledet-plan-") as tmp:
-        data_fp = evaluation_data_fingerprint(conf["data"], tmp, config.conn_id)
+        with meter.part("download"):  # the annotation file only, never the images
+            data_fp = evaluation_data_fingerprint(conf["data"], tmp, config.conn_id)
         for i, uri in enumerate(checkpoints):
-            info = describe_source(checkpoint_header(uri, Path(tmp) / f"ckpt-{i}",
-                                                     config.conn_id))
+            with meter.part("download"):  # checkpoint.json (or the bundle's header), no weights
+                info = describe_source(checkpoint_header(uri, Path(tmp) / f"ckpt-{i}",
+                                                         config.conn_id))
             if variants and info["variant"] not in variants:
                 warnings.append(f"{uri}: variant {info['variant']} not in {variants}; skipped.")
                 continue
@@ -124,7 +145,8 @@ def plan(conf: dict, run_id: str) -> dict:
             fp = info["fingerprint"] or "unknown"
             ckpt_id = f"{info['variant']}-{'qat' if info['qat'] else 'float'}-{fp[:8]}"
             if conf.get("claim"):
-                holder = claim_checkpoint(config, fp, uri, rid)
+                with meter.part("claim"):
+                    holder = claim_checkpoint(config, fp, uri, rid)
                 if holder != rid:
                     claimed.append({"uri": uri, "fingerprint": fp, "claimed_by": holder})
                     warnings.append(f"{uri}: already claimed by run {holder}; not converted "
@@ -228,6 +250,11 @@ def evaluation_data_fingerprint(uri: str, workdir: str, conn_id: str | None) -> 
 
 def jobs_of(settings: dict, exports: list[dict]) -> list[dict]:
     """One job per (checkpoint, precision), named variant/precision for the UI."""
+    with task_meter("jobs", settings) as meter, meter.part("jobs"):
+        return _jobs_of(settings, exports)
+
+
+def _jobs_of(settings: dict, exports: list[dict]) -> list[dict]:
     jobs = []
     by_id = {e["ckpt_id"]: e for e in exports if e}
     for ckpt in settings["checkpoints"]:
@@ -250,51 +277,134 @@ def _prefix(settings: dict, ckpt_id: str) -> str:
 # export
 # ------------------------------------------------------------------------------------------
 def export_stage(settings: dict, ckpt: dict) -> dict:
-    """Checkpoint -> export folder in the store (a TFOD bundle or export folder is staged as is)."""
-    from include.convert.source import open_graph
+    """Checkpoint -> export folder in the store (a TFOD bundle or export folder is staged as is);
+    then the run's evaluation images at this checkpoint's input size, decoded once for every
+    check of the run (unless another export of the run made them already)."""
+    with task_meter("export", settings, ckpt) as meter:
+        return _export(settings, ckpt, meter)
+
+
+def _export(settings: dict, ckpt: dict, meter) -> dict:
     from include.store import stage_dir
 
     store = _store(settings)
     conn = settings["config"].get("conn_id")
     key = f"{_prefix(settings, ckpt['ckpt_id'])}/export"
     with tempfile.TemporaryDirectory(prefix="mobiledet-export-") as tmp:
-        src = _local(ckpt["uri"], tmp, conn)
+        with meter.part("download"):
+            src = _local(ckpt["uri"], tmp, conn)
+        with meter.part("tensorflow import"):
+            import tensorflow  # noqa: F401  (timed apart: every task process pays it once)
+            from include.convert.source import open_graph
         if ckpt["kind"] == "checkpoint":
             from include.mobiledet.export import export_checkpoint
             out = Path(tmp) / "export"
-            export_checkpoint(src, out)
+            with meter.part("export"):
+                export_checkpoint(src, out)
         else:
             out = src
-        graph = open_graph(out)
-        uri = stage_dir(store, str(out), key)
-    return {"ckpt_id": ckpt["ckpt_id"], "export_uri": uri, "graph": graph.to_dict()}
+        with meter.part("graph check"):
+            graph = open_graph(out)
+        with meter.part("upload"):
+            uri = stage_dir(store, str(out), key)
+        size = (ckpt.get("spec") or {}).get("input_size") or graph.to_dict().get("spec", {}).get(
+            "input_size")
+        inputs_uri = _ensure_eval_inputs(settings, store, int(size), Path(tmp), meter) \
+            if size else None
+    return {"ckpt_id": ckpt["ckpt_id"], "export_uri": uri, "graph": graph.to_dict(),
+            "eval_inputs_uri": inputs_uri}
+
+
+def eval_inputs_key(settings: dict, size: int) -> str:
+    """Where a run keeps its evaluation images decoded and resized to `size` (uint8 .npz)."""
+    return f"runs/{settings['run_id']}/eval/{int(size)}.npz"
+
+
+def _ensure_eval_inputs(settings: dict, store, size: int, tmp: Path, meter) -> str | None:
+    """Decode and resize the run's evaluation images once per input size; every check reads
+    them instead of downloading and decoding the images itself. Best effort: when this fails,
+    each check decodes the images as before (and names any broken image itself)."""
+    from include.quality.evaluate import preprocess_inputs
+
+    key = eval_inputs_key(settings, size)
+    cfg = settings["config"]
+    try:
+        with meter.part("download"):
+            if store.is_file(key):
+                return store.uri(key)
+            data = _eval_data_copy(settings, tmp / "eval-data", evaluated_only=True)
+        with meter.part("evaluation data"):
+            inputs = preprocess_inputs(data, size, max_images=cfg.get("eval_max_images"),
+                                       threads=cfg.get("threads"))
+            path = inputs.save(tmp / f"eval-{size}.npz")
+        with meter.part("upload"):
+            return store.put_file(str(path), key)
+    except Exception:  # noqa: BLE001 - an optimisation only; the checks report real problems
+        return None
+
+
+def _eval_data_copy(settings: dict, workdir: Path, evaluated_only: bool = False,
+                    annotations_only: bool = False) -> Path:
+    """The evaluation dataset as a local folder with the images a task reads: none (the
+    annotations), the evaluated ones, or what a check reads besides them."""
+    from include.pipeline.inputs import dataset_copy
+
+    cfg = settings["config"]
+    if annotations_only:
+        pick = lambda root: []  # noqa: E731
+    elif evaluated_only:
+        pick = lambda root: _coco_or_all(root, lambda: _evaluated_images(  # noqa: E731
+            root, cfg.get("eval_max_images")))
+    else:
+        pick = lambda root: _coco_or_all(root, lambda: _check_images(  # noqa: E731
+            root, cfg.get("eval_max_images")))
+    return dataset_copy(settings["data"], workdir, cfg.get("conn_id"), images=pick)
 
 
 # ------------------------------------------------------------------------------------------
 # convert
 # ------------------------------------------------------------------------------------------
 def convert_stage(settings: dict, job: dict) -> dict:
-    from include.convert.recipes import convert
+    with task_meter("convert", settings, job) as meter:
+        return _convert(settings, job, meter)
 
+
+def _convert(settings: dict, job: dict, meter) -> dict:
     store = _store(settings)
     conn = settings["config"].get("conn_id")
     key = f"{_prefix(settings, job['ckpt_id'])}/{job['precision']}"
     with tempfile.TemporaryDirectory(prefix="mobiledet-convert-") as tmp:
-        export = _local(job["export_uri"], tmp, conn)
-        calibration = None
-        if job["precision"] == "int8":
-            from include.convert.calibration import calibration_files
-            from include.pipeline.inputs import dataset_copy
+        with meter.part("tensorflow import"):
+            import tensorflow  # noqa: F401  (timed apart: every task process pays it once)
+            from include.convert.recipes import convert
+        with meter.part("download"):
+            export = _local(job["export_uri"], tmp, conn)
+            calibration = None
+            if job["precision"] == "int8":
+                from include.convert.calibration import calibration_files
+                from include.pipeline.inputs import dataset_copy
 
-            count = settings["config"].get("calibration_count", 100)
-            calibration = dataset_copy(settings["calibration"], Path(tmp) / "calibration", conn,
-                                       images=lambda root: _coco_or_all(
-                                           root, lambda: calibration_files(root, count)))
+                count = settings["config"].get("calibration_count", 100)
+                calibration = dataset_copy(settings["calibration"], Path(tmp) / "calibration",
+                                           conn, images=lambda root: _coco_or_all(
+                                               root, lambda: calibration_files(root, count)))
         model = Path(tmp) / "out" / "model.tflite"
-        report = convert(export, job["precision"], model, calibration=calibration,
-                         calibration_count=settings["config"].get("calibration_count", 100))
-        model_uri = store.put_file(str(model), f"{key}/model.tflite")
-        conv_uri = store.put_file(str(model.parent / "conversion.json"), f"{key}/conversion.json")
+        with meter.part("conversion"):
+            report = convert(export, job["precision"], model, calibration=calibration,
+                             calibration_count=settings["config"].get("calibration_count", 100))
+        # conversion.json times the converter itself (for int8 that includes the calibration
+        # passes); the rest is reading the graph, decoding calibration images, the smoke run
+        converter_s = report.get("seconds")
+        part = meter.parts.get("conversion", {}).get("wall_s", 0.0)
+        if isinstance(converter_s, (int, float)) and 0 < converter_s <= part:
+            meter.split("conversion", {"graph load, calibration images, smoke run":
+                                       part - converter_s})
+            if job["precision"] == "int8":
+                meter.rename("conversion", "calibration and conversion")
+        with meter.part("upload"):
+            model_uri = store.put_file(str(model), f"{key}/model.tflite")
+            conv_uri = store.put_file(str(model.parent / "conversion.json"),
+                                      f"{key}/conversion.json")
     return {**job, "model_uri": model_uri, "conversion_uri": conv_uri,
             "size_bytes": report["size_bytes"], "sha256": report["sha256"],
             "input": report["inputs"][0], "warnings": report["warnings"]}
@@ -319,8 +429,18 @@ def _coco_or_all(root: Path, pick):
     return pick()
 
 
-def _check_images(root: Path, max_images: int | None) -> list:
-    """The images a check reads: the evaluated ones, the contract's sample, the pictures'."""
+def _evaluated_images(root: Path, max_images: int | None) -> list:
+    from include.data.coco import open_dataset
+    from include.quality.evaluate import default_split
+
+    dataset = open_dataset(root, split=default_split(root))
+    ids = dataset.image_ids[:max_images] if max_images else dataset.image_ids
+    return [dataset.image_path(i) for i in ids]
+
+
+def _check_images(root: Path, max_images: int | None, decoded: bool = False) -> list:
+    """The images a check reads: the evaluated ones (unless the run decoded them once
+    already), the contract's sample, the pictures'."""
     from include.convert.calibration import calibration_files
     from include.dashboard.pictures import COUNT as PICTURES
     from include.data.coco import open_dataset
@@ -328,51 +448,98 @@ def _check_images(root: Path, max_images: int | None) -> list:
     from include.quality.validate import DEFAULT_IMAGES
 
     dataset = open_dataset(root, split=default_split(root))
-    ids = dataset.image_ids[:max(max_images, PICTURES)] if max_images else dataset.image_ids
+    if decoded:
+        ids = dataset.image_ids[:PICTURES]
+    else:
+        ids = dataset.image_ids[:max(max_images, PICTURES)] if max_images else dataset.image_ids
     return [dataset.image_path(i) for i in ids] + calibration_files(root, DEFAULT_IMAGES)
 
 
+def _input_size(settings: dict, model: dict) -> int | None:
+    ckpt = next((c for c in settings["checkpoints"] if c["ckpt_id"] == model["ckpt_id"]), {})
+    size = (ckpt.get("spec") or {}).get("input_size")
+    return int(size) if size else None
+
+
+def _store_file(store, key: str, workdir: Path) -> Path:
+    """A local path of a store file (the file itself in a local store, else a download)."""
+    if store.local:
+        return Path(store.uri(key)[len("file://"):])
+    target = workdir / key.replace("/", "_")
+    store.get_file(key, str(target))
+    return target
+
+
+def detections_key(settings: dict, model: dict) -> str:
+    return f"{_prefix(settings, model['ckpt_id'])}/{model['precision']}/detections.json"
+
+
 def check_stage(settings: dict, model: dict) -> dict:
-    from include.quality.benchmark import benchmark
-    from include.quality.evaluate import evaluate
-    from include.quality.validate import validate
+    """Evaluate the model (once: drop and agreement against the float reference are computed
+    by the gate from the stored detections), validate its output contract, benchmark it."""
+    with task_meter("check", settings, model) as meter:
+        return _check(settings, model, meter)
+
+
+def _check(settings: dict, model: dict, meter) -> dict:
+    from include.pipeline.inputs import dataset_copy
+    from include.store import fetch, stage_dir
 
     cfg = settings["config"]
     store = _store(settings)
     conn = cfg.get("conn_id")
     key = f"{_prefix(settings, model['ckpt_id'])}/{model['precision']}"
     with tempfile.TemporaryDirectory(prefix="mobiledet-check-") as tmp:
-        local = Path(tmp) / "model"
-        local.mkdir()
-        from include.pipeline.inputs import dataset_copy
-        from include.store import fetch
-        model_path = fetch(model["model_uri"], str(local / "model.tflite"), conn_id=conn,
-                           sha256=model.get("sha256"))
-        fetch(model["conversion_uri"], str(local / "conversion.json"), conn_id=conn)
-        data = dataset_copy(settings["data"], Path(tmp) / "data", conn,
-                            images=lambda root: _coco_or_all(
-                                root, lambda: _check_images(root, cfg.get("eval_max_images"))))
-        ref_uri = _reference_uri(settings, model)
-        reference = None
-        if ref_uri:
-            reference = fetch(ref_uri, str(Path(tmp) / "reference" / "model.tflite"), conn_id=conn)
-        metrics = evaluate(model_path, data, max_images=cfg.get("eval_max_images"),
-                           threads=cfg.get("threads"), reference=reference,
-                           out=str(Path(tmp) / "detections.json"), show_progress=False)
-        validation = validate(model_path, data=data, out_dir=str(Path(tmp) / "validation"))
-        bench = benchmark(model_path, threads=cfg.get("threads"),
-                          warmup=cfg.get("benchmark_warmup", 3), runs=cfg.get("benchmark_runs", 20))
-        metrics_doc = {"evaluation": metrics, "benchmark": bench}
-        metrics_uri = store.write_json(f"{key}/metrics.json", metrics_doc)
-        validation_uri = store.put_file(validation["result_json"], f"{key}/validation.json")
-        # for people: the Great Expectations Data Docs, and detections drawn on a few
-        # evaluation images (published with the model, shown by the dashboard)
-        from include.dashboard.pictures import release_pictures
-        from include.store import stage_dir
-        data_docs_uri = stage_dir(store, str(Path(validation["data_docs"]).parent),
-                                  f"{key}/data_docs")
-        picture_uris = [store.put_file(str(p), f"{key}/pictures/{p.name}")
-                        for p in release_pictures(model_path, data, Path(tmp) / "pictures")]
+        with meter.part("import"):
+            from include.quality.benchmark import benchmark
+            from include.quality.evaluate import EvalInputs, evaluate
+            from include.quality.validate import validate
+        with meter.part("download"):
+            local = Path(tmp) / "model"
+            local.mkdir()
+            model_path = fetch(model["model_uri"], str(local / "model.tflite"), conn_id=conn,
+                               sha256=model.get("sha256"))
+            fetch(model["conversion_uri"], str(local / "conversion.json"), conn_id=conn)
+            size = _input_size(settings, model)
+            inputs_key = eval_inputs_key(settings, size) if size else None
+            inputs_path = None
+            if inputs_key and store.is_file(inputs_key):
+                inputs_path = _store_file(store, inputs_key, Path(tmp))
+            decoded = inputs_path is not None
+            data = dataset_copy(settings["data"], Path(tmp) / "data", conn,
+                                images=lambda root: _coco_or_all(
+                                    root, lambda: _check_images(root, cfg.get("eval_max_images"),
+                                                                decoded=decoded)))
+        with meter.part("evaluation"):
+            inputs = EvalInputs.load(inputs_path) if inputs_path else None
+            metrics = evaluate(model_path, data, max_images=cfg.get("eval_max_images"),
+                               threads=cfg.get("threads"), inputs=inputs,
+                               out=str(Path(tmp) / "detections.json"), show_progress=False)
+            del inputs
+        with meter.part("validation"):
+            validation = validate(model_path, data=data, out_dir=str(Path(tmp) / "validation"))
+        with meter.part("benchmark"):
+            bench = benchmark(model_path, threads=cfg.get("threads"),
+                              warmup=cfg.get("benchmark_warmup", 3),
+                              runs=cfg.get("benchmark_runs", 20))
+        # for people: detections drawn on a few evaluation images (published with the model,
+        # shown by the dashboard)
+        with meter.part("pictures"):
+            from include.dashboard.pictures import release_pictures
+            pictures = release_pictures(model_path, data, Path(tmp) / "pictures")
+        with meter.part("upload"):
+            detections = json.loads((Path(tmp) / "detections.json").read_text())
+            detections_uri = store.write_json(detections_key(settings, model), {
+                "model_uri": model["model_uri"], "metrics": metrics["metrics"],
+                "category_ids": metrics.get("category_ids"), "images": metrics.get("images"),
+                "max_images": cfg.get("eval_max_images"), "detections": detections})
+            metrics_doc = {"evaluation": metrics, "benchmark": bench}
+            metrics_uri = store.write_json(f"{key}/metrics.json", metrics_doc)
+            validation_uri = store.put_file(validation["result_json"], f"{key}/validation.json")
+            # the Great Expectations Data Docs, for people
+            data_docs_uri = stage_dir(store, str(Path(validation["data_docs"]).parent),
+                                      f"{key}/data_docs")
+            picture_uris = [store.put_file(str(p), f"{key}/pictures/{p.name}") for p in pictures]
     summary = {k: metrics["metrics"].get(k) for k in ("AP", "AP50", "AP75", "APs", "APm", "APl",
                                                       "AR100")}
     return {**model, "metrics": summary, "drop": metrics.get("drop"),
@@ -382,7 +549,9 @@ def check_stage(settings: dict, model: dict) -> dict:
                                 if not r["success"]],
             "latency_ms": bench["latency_ms"]["mean"], "latency": bench["latency_ms"],
             "metrics_uri": metrics_uri, "validation_uri": validation_uri,
-            "data_docs_uri": data_docs_uri, "picture_uris": picture_uris}
+            "data_docs_uri": data_docs_uri, "picture_uris": picture_uris,
+            "detections_uri": detections_uri, "decoded_once": bool(metrics.get("decoded_once")),
+            "evaluation_images_per_s": metrics.get("images_per_s")}
 
 
 # ------------------------------------------------------------------------------------------
@@ -406,8 +575,14 @@ def edgetpu_stage(settings: dict, model: dict) -> dict:
     """
     base = {"name": model["name"], "ckpt_id": model["ckpt_id"], "precision": model["precision"],
             "variant": model["variant"]}
-    if not edgetpu_applies(model):
-        return {**base, "status": "not_applicable"}
+    with task_meter("edgetpu", settings, model) as meter:
+        if not edgetpu_applies(model):
+            with meter.part("not applicable"):
+                return {**base, "status": "not_applicable"}
+        return _edgetpu(settings, model, base, meter)
+
+
+def _edgetpu(settings: dict, model: dict, base: dict, meter) -> dict:
     from include.edgetpu.analyze import analyze_model
     from include.edgetpu.compiler import compile_model
     from include.store import fetch
@@ -416,11 +591,16 @@ def edgetpu_stage(settings: dict, model: dict) -> dict:
     conn = settings["config"].get("conn_id")
     key = f"{_prefix(settings, model['ckpt_id'])}/{model['precision']}"
     with tempfile.TemporaryDirectory(prefix="mobiledet-edgetpu-") as tmp:
-        model_path = fetch(model["model_uri"], str(Path(tmp) / "model.tflite"), conn_id=conn,
-                           sha256=model.get("sha256"))
-        prediction = analyze_model(model_path)
-        result = compile_model(model_path, str(Path(tmp) / "compiled"),
-                               timeout_s=settings["config"].get("edgetpu_timeout_s", 180))
+        with meter.part("download"):
+            model_path = fetch(model["model_uri"], str(Path(tmp) / "model.tflite"),
+                               conn_id=conn, sha256=model.get("sha256"))
+        with meter.part("analysis"):
+            prediction = analyze_model(model_path)
+        with meter.part("compile"):
+            # the compiler's precheck reuses this analysis instead of running it again
+            result = compile_model(model_path, str(Path(tmp) / "compiled"),
+                                   timeout_s=settings["config"].get("edgetpu_timeout_s", 180),
+                                   analysis=prediction)
         predicted = {"ops_total": prediction["total_ops"], "ops_on_tpu": prediction["ops_on_tpu"],
                      "ops_on_cpu": prediction["ops_on_cpu"],
                      "all_mapped_except_postprocess":
@@ -428,18 +608,20 @@ def edgetpu_stage(settings: dict, model: dict) -> dict:
                      "unmapped_ops": _unmapped(prediction["operators"])}
         out = {**base, "status": result.status, "message": result.message,
                "prediction": predicted, "decided_by": "prediction"}
-        if result.status == "compiled" and result.edgetpu_model:
-            out["edgetpu_model_uri"] = store.put_file(str(result.edgetpu_model),
-                                                      f"{key}/model_edgetpu.tflite")
-            rep = result.report.to_dict() if hasattr(result.report, "to_dict") else result.report
-            out.update(ops_total=rep.get("total_ops"), ops_on_tpu=rep.get("ops_on_tpu"),
-                       ops_on_cpu=rep.get("ops_on_cpu"), decided_by="compiler",
-                       unmapped_ops=_unmapped(rep.get("operators", [])))
-        else:
-            out.update({k: predicted[k] for k in ("ops_total", "ops_on_tpu", "ops_on_cpu",
-                                                  "unmapped_ops")})
-        out["report_uri"] = store.write_json(f"{key}/edgetpu.json", {
-            "compiler": result.to_dict(), "prediction": prediction})
+        with meter.part("upload"):
+            if result.status == "compiled" and result.edgetpu_model:
+                out["edgetpu_model_uri"] = store.put_file(str(result.edgetpu_model),
+                                                          f"{key}/model_edgetpu.tflite")
+                rep = result.report.to_dict() if hasattr(result.report, "to_dict") \
+                    else result.report
+                out.update(ops_total=rep.get("total_ops"), ops_on_tpu=rep.get("ops_on_tpu"),
+                           ops_on_cpu=rep.get("ops_on_cpu"), decided_by="compiler",
+                           unmapped_ops=_unmapped(rep.get("operators", [])))
+            else:
+                out.update({k: predicted[k] for k in ("ops_total", "ops_on_tpu", "ops_on_cpu",
+                                                      "unmapped_ops")})
+            out["report_uri"] = store.write_json(f"{key}/edgetpu.json", {
+                "compiler": result.to_dict(), "prediction": prediction})
     return out
 
 
@@ -496,12 +678,21 @@ def gate_stage(settings: dict, jobs: list[dict], checks: list[dict],
                edgetpu: list[dict]) -> list[dict]:
     """One decision per job, each on its own: a job whose convert, check or Edge TPU task
     failed is rejected with that task's error; the others are gated on their numbers against
-    the run's float32 reference and the newest comparable release."""
-    from include.gates import evaluate_gates
-    from include.store import comparable_baseline
+    the run's float32 reference and the newest comparable release. Drop and agreement against
+    the float reference come from the two models' stored detections (each model is evaluated
+    once per run, by its own check)."""
+    with task_meter("gate", settings) as meter:
+        return _gate(settings, jobs, checks, edgetpu, meter)
 
-    config = _config(settings)
-    store = _store(settings)
+
+def _gate(settings: dict, jobs: list[dict], checks: list[dict], edgetpu: list[dict],
+          meter) -> list[dict]:
+    with meter.part("setup"):
+        from include.gates import evaluate_gates
+        from include.store import comparable_baseline
+
+        config = _config(settings)
+        store = _store(settings)
     metric = config.gates.metric
     key = lambda d: (d["ckpt_id"], d["precision"])  # noqa: E731
     checked = {key(c): c for c in checks if c}
@@ -509,37 +700,107 @@ def gate_stage(settings: dict, jobs: list[dict], checks: list[dict],
     by_ckpt = {c["ckpt_id"]: c for c in settings["checkpoints"]}
     reference = {c["ckpt_id"]: c["metrics"].get(metric) for c in checked.values()
                  if c["precision"] == "float32"}
+    try:
+        compared = _against_reference(settings, store, checked, meter)
+    except Exception:  # noqa: BLE001 - drop and agreement are reported, not gated on
+        compared = {}
     out = []
     for job in jobs:
         c = checked.get(key(job))
         if c is None:
-            out.append(_rejected_by_failure(
-                job, failure_reason(store, settings, ("convert", "check"), job), metric))
+            with meter.part("decisions"):
+                out.append(_rejected_by_failure(
+                    job, failure_reason(store, settings, ("convert", "check"), job), metric))
             continue
+        c = {**c, **compared.get(key(job), {})}
         e = tpu.get(key(job))
         if e is None and edgetpu_applies(job):
-            out.append(_rejected_by_failure(
-                job, failure_reason(store, settings, ("edgetpu",), job), metric, c))
+            with meter.part("decisions"):
+                out.append(_rejected_by_failure(
+                    job, failure_reason(store, settings, ("edgetpu",), job), metric, c))
             continue
         edgetpu_info = None
         if e and e.get("status") != "not_applicable":
             edgetpu_info = {k: e.get(k) for k in ("status", "message", "ops_total", "ops_on_tpu",
                                                   "ops_on_cpu", "unmapped_ops", "prediction")}
         ckpt = by_ckpt[job["ckpt_id"]]
-        baseline, why = comparable_baseline(
-            store, config.model_name, c["variant"], c["precision"], qat=bool(ckpt["qat"]),
-            data_fingerprint=settings.get("evaluation_data_fingerprint"))
-        entry_metrics = {"variant": c["variant"], "precision": c["precision"],
-                         "map": c["metrics"].get(metric), "reference_map": reference.get(c["ckpt_id"]),
-                         "contract_passed": c["contract_passed"],
-                         "contract_failures": c.get("contract_failed"),
-                         "latency_ms": c["latency_ms"], "edgetpu": edgetpu_info,
-                         "baseline_reason": why}
-        decision = evaluate_gates(entry_metrics, config, baseline)
-        out.append({**c, "edgetpu": e, "decision": decision.to_dict(), "passed": decision.passed,
-                    "baseline": {"version": baseline["version"] if baseline else None,
-                                 "reason": why}})
+        with meter.part("baseline"):
+            baseline, why = comparable_baseline(
+                store, config.model_name, c["variant"], c["precision"], qat=bool(ckpt["qat"]),
+                data_fingerprint=settings.get("evaluation_data_fingerprint"))
+        with meter.part("decisions"):
+            entry_metrics = {"variant": c["variant"], "precision": c["precision"],
+                             "map": c["metrics"].get(metric),
+                             "reference_map": reference.get(c["ckpt_id"]),
+                             "contract_passed": c["contract_passed"],
+                             "contract_failures": c.get("contract_failed"),
+                             "latency_ms": c["latency_ms"], "edgetpu": edgetpu_info,
+                             "baseline_reason": why}
+            decision = evaluate_gates(entry_metrics, config, baseline)
+            out.append({**c, "edgetpu": e, "decision": decision.to_dict(),
+                        "passed": decision.passed,
+                        "baseline": {"version": baseline["version"] if baseline else None,
+                                     "reason": why}})
     return out
+
+
+def _against_reference(settings: dict, store, checked: dict, meter) -> dict:
+    """{(ckpt_id, precision): {drop, agreement}} of every checked non-float32 model whose
+    float32 reference was checked in this run, from the detections both checks stored; each
+    model's metrics.json gains the reference's metrics, the drop and the agreement (as when
+    the check evaluated the reference itself). Nothing is run through a model here."""
+    from include.quality.evaluate import AGREEMENT_THRESHOLD, agreement, drop_of
+
+    pairs = []
+    for (ckpt_id, precision), c in checked.items():
+        ref = checked.get((ckpt_id, "float32"))
+        if precision != "float32" and ref and c.get("detections_uri") \
+                and ref.get("detections_uri"):
+            pairs.append((c, ref))
+    if not pairs:
+        return {}
+    out = {}
+    with tempfile.TemporaryDirectory(prefix="mobiledet-gate-") as tmp:
+        with meter.part("download"):
+            from include.data.coco import open_dataset
+            from include.quality.evaluate import default_split, load_ground_truth
+
+            root = _eval_data_copy(settings, Path(tmp) / "data", annotations_only=True)
+            dataset = open_dataset(root, split=default_split(root))
+            docs = {}
+            for c, ref in pairs:
+                for d in (c, ref):
+                    if d["detections_uri"] not in docs:
+                        docs[d["detections_uri"]] = store.read_json(
+                            store.key_of(d["detections_uri"]))
+        with meter.part("agreement"):
+            gt = load_ground_truth(dataset)
+            for c, ref in pairs:
+                mine, theirs = docs[c["detections_uri"]], docs[ref["detections_uri"]]
+                limit = mine.get("max_images")
+                image_ids = dataset.image_ids[:limit] if limit else dataset.image_ids
+                category_ids = mine.get("category_ids") or sorted(
+                    {d["category_id"] for d in mine["detections"]})
+                drop = drop_of(mine["metrics"], theirs["metrics"])
+                agree = agreement(gt, mine["detections"], theirs["detections"], image_ids,
+                                  category_ids, AGREEMENT_THRESHOLD)
+                out[(c["ckpt_id"], c["precision"])] = {"drop": drop, "agreement": agree}
+                out[(c["ckpt_id"], c["precision"])]["_reference"] = {
+                    "model": ref.get("model_uri"), "metrics": theirs["metrics"],
+                    "detections": len(theirs["detections"]),
+                    "evaluated_by": "the float32 model's own check in this run"}
+        with meter.part("upload"):
+            for k, v in out.items():
+                c = checked[k]
+                try:
+                    mkey = store.key_of(c["metrics_uri"])
+                    doc = store.read_json(mkey)
+                    doc["evaluation"].update(reference=v["_reference"], drop=v["drop"],
+                                             agreement=v["agreement"])
+                    store.write_json(mkey, doc)
+                except Exception:  # noqa: BLE001 - the decision does not depend on it
+                    pass
+    return {k: {"drop": v["drop"], "agreement": v["agreement"]} for k, v in out.items()}
 
 
 # ------------------------------------------------------------------------------------------
@@ -559,16 +820,40 @@ def _tool_versions() -> dict:
 
 
 def publish_stage(settings: dict, decided: list[dict]) -> list[dict]:
-    """Publish each checkpoint's passing models as one version (manifest last, latest.json after)."""
+    """Publish each checkpoint's passing models as one version (manifest last, latest.json after).
+
+    Each model's manifest entry carries under ``metrics.costs`` what its tasks cost (convert,
+    check, edgetpu) and what the checkpoint's shared tasks cost (plan, export, gate)."""
+    with task_meter("publish", settings) as meter:
+        return _publish(settings, decided, meter)
+
+
+def _costs_of_models(store, settings: dict) -> dict:
+    """{(ckpt_id or None, precision or None): {stage: brief record}} of the run so far."""
+    from include.pipeline import costs
+
+    out: dict = {}
+    for r in costs.load(store, settings["run_id"]):
+        out.setdefault((r.get("ckpt_id"), r.get("precision")), {})[r["stage"]] = costs.brief(r)
+    return out
+
+
+def _publish(settings: dict, decided: list[dict], meter) -> list[dict]:
     from include.store import make_version, publish
 
     config = _config(settings)
     store = _store(settings)
+    with meter.part("costs"):
+        try:
+            spent = _costs_of_models(store, settings)
+        except Exception:  # noqa: BLE001 - figures only
+            spent = {}
     results = []
     for ckpt in settings["checkpoints"]:
         entries = [d for d in decided if d["ckpt_id"] == ckpt["ckpt_id"]]
         if not entries:
             continue
+        shared = {**spent.get((None, None), {}), **spent.get((ckpt["ckpt_id"], None), {})}
         artifacts = []
         for d in entries:
             files = {}
@@ -579,10 +864,13 @@ def publish_stage(settings: dict, decided: list[dict]) -> list[dict]:
                               for i, uri in enumerate(d.get("picture_uris") or [])})
             if d["passed"] and (d.get("edgetpu") or {}).get("edgetpu_model_uri"):
                 files["model_edgetpu.tflite"] = d["edgetpu"]["edgetpu_model_uri"]
+            model_costs = {**shared, **spent.get((d["ckpt_id"], d["precision"]), {})}
+            metrics = {**d["metrics"], "latency_ms": d["latency_ms"], "size_bytes": d["size_bytes"]}
+            if model_costs:
+                metrics["costs"] = model_costs
             artifacts.append({"variant": d["variant"], "precision": d["precision"], "files": files,
                               "passed": d["passed"], "decision": d["decision"],
-                              "metrics": {**d["metrics"], "latency_ms": d["latency_ms"],
-                                          "size_bytes": d["size_bytes"]}})
+                              "metrics": metrics})
         version = make_version(ckpt["fingerprint"] or "unknown", ckpt.get("created") or "1970-01-01T00:00:00Z")
         lineage = {"checkpoint_uri": ckpt["uri"], "checkpoint_fingerprint": ckpt["fingerprint"],
                    "checkpoint_kind": ckpt["kind"], "qat": ckpt["qat"], "spec": ckpt["spec"],
@@ -590,8 +878,9 @@ def publish_stage(settings: dict, decided: list[dict]) -> list[dict]:
                    "evaluation_data": settings["data"],
                    "evaluation_data_fingerprint": settings.get("evaluation_data_fingerprint"),
                    **_tool_versions()}
-        result = publish(store, config.model_name, version, artifacts, lineage,
-                         publisher=settings["run_id"])
+        with meter.part("upload"):
+            result = publish(store, config.model_name, version, artifacts, lineage,
+                             publisher=settings["run_id"])
         results.append({"ckpt_id": ckpt["ckpt_id"], **result.to_dict()})
     return results
 
@@ -628,6 +917,31 @@ def published_assets(settings: dict, results: list[dict], decided: list[dict]) -
 # ------------------------------------------------------------------------------------------
 # report
 # ------------------------------------------------------------------------------------------
+STAGES_NOTE = ("wall_s, cpu_s and peak_rss_mb per task, measured by the task itself "
+               "(include/pipeline/costs.py); the report's own entry is measured up to writing "
+               "report.json (partial: true). {tasks} tasks ran in {processes} process(es): on a "
+               "real executor each task is its own process and peak_rss_mb is the task's; under "
+               "dag.test (mobiledet run) every task shares one process, so peak_rss_mb is that "
+               "process's peak while the task ran, including what earlier tasks left loaded.")
+
+
+def _task_id(record: dict) -> str:
+    stage = record.get("stage")
+    return f"model.{stage}" if stage in ("convert", "check", "edgetpu") else str(stage)
+
+
+def _duration_s(stages: list[dict]) -> float | None:
+    """From the first task's start to the last recorded task's end (the report's not yet)."""
+    from datetime import datetime
+
+    try:
+        starts = [datetime.fromisoformat(r["started_at"]) for r in stages]
+        ends = [datetime.fromisoformat(r["ended_at"]) for r in stages]
+    except (KeyError, TypeError, ValueError):
+        return None
+    return round((max(ends) - min(starts)).total_seconds(), 3) if stages else None
+
+
 RESULT_COLUMNS = ["model", "size MB", "metric", "drop vs float", "latency ms", "Edge TPU ops",
                   "gate"]
 
@@ -661,45 +975,64 @@ def report_stage(settings: dict, decided: list[dict] | None,
                  published: list[dict] | None) -> dict:
     """The run report (report.json, report.md under runs/<run_id>/), written whatever happened
     upstream; then the run fails if no model could be decided or the publish failed."""
+    with task_meter("report", settings) as meter:
+        return _report(settings, decided, published, meter)
+
+
+def _report(settings: dict, decided: list[dict] | None, published: list[dict] | None,
+            meter) -> dict:
     from include.console import format_table
     from include.errors import PipelineError
+    from include.pipeline import costs
 
-    config = _config(settings)
-    store = _store(settings)
-    metric = config.gates.metric
-    gate_ran = decided is not None
-    decided = list(decided or [])
-    rows = result_rows(decided, metric)
-    table = format_table(rows, [c if c != "metric" else metric for c in RESULT_COLUMNS])
-    with_jobs = {d["ckpt_id"] for d in decided}
-    failed_ckpts = [{"ckpt_id": c["ckpt_id"], "uri": c["uri"],
-                     "reason": failure_reason(store, settings, ("export",), c)}
-                    for c in settings["checkpoints"] if gate_ran and c["ckpt_id"] not in with_jobs]
-    problems = [f"{f['uri']}: {f['reason']}" for f in failed_ckpts]
-    fatal = []
-    if not gate_ran:
-        fatal.append("the gate task failed (see its log), so no model was decided")
-    elif settings["checkpoints"] and not any(not d.get("failed") for d in decided):
-        fatal.append("no model could be decided: every export, conversion or check failed")
-    if published is None:
-        fatal.append("the publish task failed (see its log); nothing new is published")
-    problems += fatal
+    with meter.part("summary"):
+        config = _config(settings)
+        store = _store(settings)
+        metric = config.gates.metric
+        gate_ran = decided is not None
+        decided = list(decided or [])
+        rows = result_rows(decided, metric)
+        table = format_table(rows, [c if c != "metric" else metric for c in RESULT_COLUMNS])
+        with_jobs = {d["ckpt_id"] for d in decided}
+        failed_ckpts = [{"ckpt_id": c["ckpt_id"], "uri": c["uri"],
+                         "reason": failure_reason(store, settings, ("export",), c)}
+                        for c in settings["checkpoints"]
+                        if gate_ran and c["ckpt_id"] not in with_jobs]
+        problems = [f"{f['uri']}: {f['reason']}" for f in failed_ckpts]
+        fatal = []
+        if not gate_ran:
+            fatal.append("the gate task failed (see its log), so no model was decided")
+        elif settings["checkpoints"] and not any(not d.get("failed") for d in decided):
+            fatal.append("no model could be decided: every export, conversion or check failed")
+        if published is None:
+            fatal.append("the publish task failed (see its log); nothing new is published")
+        problems += fatal
+    with meter.part("costs"):
+        stages = [r for r in costs.load(store, settings["run_id"]) if r.get("stage") != "report"]
+    stages.append(meter.snapshot())  # this task, up to writing the report
+    stages = [dict(r, task_id=_task_id(r)) for r in stages]
     report = {"run_id": settings["run_id"], "metric": metric, "store": config.store_uri,
               "model_name": config.model_name, "checkpoints": settings["checkpoints"],
               "warnings": settings.get("warnings", []), "models": decided,
               "published": published or [], "failed_checkpoints": failed_ckpts,
               "already_claimed": settings.get("already_claimed", []),
-              "problems": problems, "table": table}
+              "problems": problems, "table": table, "stages": stages,
+              "stage_totals": costs.totals(stages), "time_by_part": costs.parts_total(stages),
+              "duration_s": _duration_s(stages),
+              "stages_note": STAGES_NOTE.format(
+                  processes=len({(r.get("host"), r.get("pid")) for r in stages}),
+                  tasks=len(stages))}
     key = f"runs/{settings['run_id']}/report"
-    report_uri = store.write_json(f"{key}.json", report)
-    lines = [f"# MobileDet conversion run {settings['run_id']}", "", "```", table, "```", ""]
-    for p in published or []:
-        lines.append(f"- {p['ckpt_id']}: {p['status']} as {p['model']}/{p['version']}"
-                     + (f" ({p['manifest_uri']})" if p.get("manifest_uri") else ""))
-    lines += [f"- FAILED: {p}" for p in problems]
-    lines += [f"- {c['uri']}: already claimed by run {c['claimed_by']}; not converted again"
-              for c in settings.get("already_claimed", [])]
-    store.put_bytes("\n".join(lines).encode(), f"{key}.md")
+    with meter.part("upload"):
+        report_uri = store.write_json(f"{key}.json", report)
+        lines = [f"# MobileDet conversion run {settings['run_id']}", "", "```", table, "```", ""]
+        for p in published or []:
+            lines.append(f"- {p['ckpt_id']}: {p['status']} as {p['model']}/{p['version']}"
+                         + (f" ({p['manifest_uri']})" if p.get("manifest_uri") else ""))
+        lines += [f"- FAILED: {p}" for p in problems]
+        lines += [f"- {c['uri']}: already claimed by run {c['claimed_by']}; not converted again"
+                  for c in settings.get("already_claimed", [])]
+        store.put_bytes("\n".join(lines).encode(), f"{key}.md")
     summary = {"report_uri": report_uri, "table": table, "published": [
         {k: p.get(k) for k in ("ckpt_id", "status", "model", "version", "manifest_uri")}
         for p in published or []], "passed": sum(d["passed"] for d in decided),

@@ -34,6 +34,13 @@ compares both with the interpreter's own latency-based throughput.
 `images_per_s` covers the detection pass (decode + preprocess + inference + box conversion);
 creating and warming the interpreters (`setup_seconds`) and pycocotools (`coco_eval_seconds`) are
 reported apart; `seconds` is the whole call.
+
+Decoded once: `preprocess_inputs(data, size)` decodes and resizes the evaluated images once
+(`EvalInputs`, uint8, saved as one .npz); `evaluate(..., inputs=...)` then only scales and
+quantises each image ahead of inference. The pipeline makes it once per run and input size and
+evaluates every model of the run on it, instead of decoding the dataset again in every check.
+Each model is evaluated once per run: drop and agreement against the float reference come from
+the two models' stored detections (`drop_of`, `agreement`), not from running the reference again.
 """
 from __future__ import annotations
 
@@ -242,11 +249,13 @@ def _warm(detector) -> None:
 
 
 def _detect_all(model_path, dataset, image_ids: list[int], threads: int, strategy: str,
-                desc: str, show_progress: bool) -> tuple[dict[int, dict], float, float]:
+                desc: str, show_progress: bool, inputs: "EvalInputs | None" = None
+                ) -> tuple[dict[int, dict], float, float]:
     """Run the model on every image: ({image_id: decoded detections}, setup s, pass s).
 
     Setup (creating and warming the interpreters, in parallel) is timed apart from the pass, so
-    images_per_s is the steady rate a long evaluation runs at.
+    images_per_s is the steady rate a long evaluation runs at. With `inputs` (the images
+    decoded and resized once, `preprocess_inputs`), the loaders only scale and quantise.
     """
     from include.console import progress
     from include.data.preprocess import preprocess
@@ -268,8 +277,14 @@ def _detect_all(model_path, dataset, image_ids: list[int], threads: int, strateg
     size, max_detections = first.input_size, first.max_detections
     setup_seconds = time.perf_counter() - t0
 
-    def load(image_id):  # every interpreter of a model takes the same input
-        return first.prepare(preprocess(dataset.load_image(image_id), size))
+    if inputs is not None and inputs.size == size:
+        from include.data.preprocess import normalize
+
+        def load(image_id):  # decoded and resized once per run: scale and quantise only
+            return first.prepare(normalize(inputs.pixels_of(image_id)))
+    else:
+        def load(image_id):  # every interpreter of a model takes the same input
+            return first.prepare(preprocess(dataset.load_image(image_id), size))
 
     # The pipeline: `threads` loader threads decode and preprocess images a few steps ahead;
     # inference threads (one per interpreter) each keep one interpreter for their lifetime and
@@ -358,16 +373,97 @@ def _pseudo_ground_truth(gt_coco, reference_dets: list[dict], image_ids, thresho
                             "annotations": anns}), len(anns)
 
 
+def drop_of(metrics: dict, reference_metrics: dict) -> dict:
+    """The drop against the reference (reference minus model) of AP and AP50."""
+    return {k: round(reference_metrics[k] - metrics[k], 6) for k in ("AP", "AP50")}
+
+
+def agreement(gt, detections: list[dict], reference_detections: list[dict], image_ids,
+              category_ids, threshold: float = AGREEMENT_THRESHOLD) -> dict:
+    """The model's detections scored against the reference's (those >= `threshold`) taken as
+    ground truth; needs the images and categories of `gt`, not its labels."""
+    gt_coco = load_ground_truth(gt)
+    pseudo, n_pseudo = _pseudo_ground_truth(gt_coco, reference_detections, image_ids, threshold)
+    agree = _metrics_of(_cocoeval(pseudo, list(detections), image_ids, category_ids))
+    return {"score_threshold": threshold, "reference_boxes": n_pseudo,
+            "AP": agree["AP"], "AP50": agree["AP50"], "AP75": agree["AP75"],
+            "AR100": agree["AR100"], "metrics": agree}
+
+
+# ====================================================================== decoded once
+class EvalInputs:
+    """The evaluated images decoded and resized once: uint8 [N, S, S, 3] with their image ids.
+
+    `include.data.preprocess.normalize(pixels)` is exactly what `preprocess` gives (the resize
+    is kept in whole numbers), so a model evaluated on these sees the same input as one that
+    decodes each file itself. Stored as one .npz (``image_ids``, ``pixels``; no pickles).
+    """
+
+    def __init__(self, image_ids, pixels: np.ndarray):
+        self.image_ids = [int(i) for i in image_ids]
+        self.pixels = pixels
+        self.size = int(pixels.shape[1]) if pixels.ndim == 4 else 0
+        self._row = {i: k for k, i in enumerate(self.image_ids)}
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def covers(self, image_ids) -> bool:
+        return all(int(i) in self._row for i in image_ids)
+
+    def pixels_of(self, image_id) -> np.ndarray:
+        return self.pixels[self._row[int(image_id)]]
+
+    def save(self, path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.parent / f".{path.name}.partial"
+        with open(partial, "wb") as fh:
+            np.savez(fh, image_ids=np.asarray(self.image_ids, dtype=np.int64),
+                     pixels=self.pixels)
+        os.replace(partial, path)
+        return path
+
+    @classmethod
+    def load(cls, path) -> "EvalInputs":
+        with np.load(path, allow_pickle=False) as z:
+            return cls(z["image_ids"].tolist(), z["pixels"])
+
+
+def preprocess_inputs(data, size: int, *, split: str | None = None,
+                      max_images: int | None = None, threads: int | None = None) -> EvalInputs:
+    """Decode and resize the images `evaluate(data, max_images=...)` reads, once, in
+    `threads` threads (Pillow releases the GIL while it decodes and resizes)."""
+    from include.data.coco import open_dataset
+    from include.data.preprocess import preprocess_uint8
+    from include.quality.runner import default_threads
+
+    dataset = open_dataset(data, split=default_split(data, split))
+    image_ids = dataset.image_ids[:max_images] if max_images else dataset.image_ids
+    _check_images(dataset, image_ids)
+    pixels = np.empty((len(image_ids), int(size), int(size), 3), dtype=np.uint8)
+
+    def one(k):
+        pixels[k] = preprocess_uint8(dataset.load_image(image_ids[k]), size)
+
+    with ThreadPoolExecutor(max_workers=threads or default_threads()) as pool:
+        list(pool.map(one, range(len(image_ids))))
+    return EvalInputs(image_ids, pixels)
+
+
 def evaluate(model, data, *, split: str | None = None, max_images: int | None = None,
              threads: int | None = None, reference=None, out=None,
              agreement_threshold: float = AGREEMENT_THRESHOLD, strategy: str = DEFAULT_STRATEGY,
-             show_progress: bool = True) -> dict:
+             show_progress: bool = True, inputs: "EvalInputs | None" = None) -> dict:
     """Evaluate `model` (.tflite) on a COCO-format dataset; see the module docstring.
 
     data: a dataset folder or annotation file (`include.data.coco.open_dataset`); split defaults
     to `val` when the folder has one. max_images: the first N images in file order. threads:
     worker count (default: the cores available). reference: the float .tflite to compare with.
     out: where to write the detections as COCO results (written atomically).
+    inputs: the evaluated images already decoded and resized to the model's input size
+    (`preprocess_inputs`, made once per run by the pipeline); images it lacks, or a size other
+    than the model's, fall back to decoding each image here.
     """
     from include.data.coco import open_dataset
     from include.quality.runner import Detector, check_model_file, default_threads, model_info
@@ -402,7 +498,7 @@ def evaluate(model, data, *, split: str | None = None, max_images: int | None = 
 
     # Fail fast, before any long run, on a model that breaks the I/O contract or whose classes
     # cannot be matched to the dataset's categories.
-    Detector(model, threads=1)
+    probe = Detector(model, threads=1)
     mapping, mapping_source = class_mapping(dataset, model, model_info(model)["num_classes"])
     ref_mapping = None
     if reference is not None:
@@ -413,9 +509,12 @@ def evaluate(model, data, *, split: str | None = None, max_images: int | None = 
 
     timings = {"setup": 0.0}
 
+    if inputs is not None and (inputs.size != probe.input_size or not inputs.covers(image_ids)):
+        inputs = None
+
     def run(path, desc, mapping):
         raw, setup, seconds = _detect_all(path, dataset, image_ids, threads, strategy, desc,
-                                          show_progress)
+                                          show_progress, inputs)
         timings["setup"] += setup
         dets, dropped = [], 0
         for image_id in image_ids:
@@ -441,6 +540,8 @@ def evaluate(model, data, *, split: str | None = None, max_images: int | None = 
         "detections": len(dets),
         "detections_dropped": dropped,
         "categories_evaluated": len(category_ids),
+        "category_ids": category_ids,
+        "decoded_once": inputs is not None,
         "class_mapping": mapping_source,
         "results_file": str(out) if out is not None else None,
     }
@@ -451,18 +552,12 @@ def evaluate(model, data, *, split: str | None = None, max_images: int | None = 
                                        ref_mapping)
         ref_ev = _cocoeval(gt_coco, ref_dets, image_ids, category_ids)
         ref_metrics = _metrics_of(ref_ev)
-        pseudo, n_pseudo = _pseudo_ground_truth(gt_coco, ref_dets, image_ids,
-                                                agreement_threshold)
-        agree = _metrics_of(_cocoeval(pseudo, dets, image_ids, category_ids))
         result["reference"] = {"model": str(reference), "metrics": ref_metrics,
                                "detections": len(ref_dets),
                                "images_per_s": round(len(image_ids) / ref_seconds, 3)}
-        result["drop"] = {k: round(ref_metrics[k] - result["metrics"][k], 6)
-                          for k in ("AP", "AP50")}
-        result["agreement"] = {"score_threshold": agreement_threshold,
-                               "reference_boxes": n_pseudo,
-                               "AP": agree["AP"], "AP50": agree["AP50"], "AP75": agree["AP75"],
-                               "AR100": agree["AR100"], "metrics": agree}
+        result["drop"] = drop_of(result["metrics"], ref_metrics)
+        result["agreement"] = agreement(gt_coco, dets, ref_dets, image_ids, category_ids,
+                                        agreement_threshold)
     result.update({
         "threads": threads,
         "strategy": strategy,
