@@ -30,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mobiledet",
         description="Turn MobileDet + SSDLite checkpoints into checked, published on-device models.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {include.__version__}")
+    parser.add_argument("--verbose", action="store_true",
+                        help="also show TensorFlow's native start-up messages (CUDA probing, "
+                             "oneDNN notices)")
     sub = parser.add_subparsers(dest="command", metavar="VERB")
     sub.required = True
     for name in COMMAND_MODULES:
@@ -40,6 +43,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.verbose:
+        return _run(args)
+    from include.console import QuietNativeStderr
+
+    with QuietNativeStderr():
+        return _run(args)
+
+
+def _run(args) -> int:
     try:
         rc = args.func(args)
     except MobiledetError as exc:
