@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "include.pipeline_commands",    # run, demo
     "include.pipeline.serve_commands",  # serve
     "include.dashboard.commands",   # dashboard
+    "include.config_commands",      # config
 )
 
 

@@ -1,8 +1,13 @@
 """The pipeline's one typed config: store, precisions per variant, gate thresholds, run sizes.
 
 Load it with :func:`load_config`, from a YAML or JSON file, from a dict (Airflow run params), or
-from nothing at all (every field has a default that works out of the box). It is validated when
-loaded: an error names the field, the bad value and the allowed values.
+from nothing at all (every field has a default that works out of the box). The settings are
+pydantic v2 models (:class:`PipelineConfig`, :class:`GateConfig`): they are validated when
+loaded, and an error (:class:`include.errors.ConfigError`) names where the value came from and
+its key path, the bad value, the allowed values and the fix. An unknown key is refused with the
+nearest valid name ("did you mean gates.min_map?"). :func:`config_schema` is the JSON schema of
+the file (``mobiledet config --schema`` prints it); :func:`overrides_schema` is the schema of
+the DAG's ``overrides`` param.
 
 Where the settings come from, lowest to highest precedence:
 
@@ -33,12 +38,15 @@ Example (YAML)::
 """
 from __future__ import annotations
 
+import contextvars
+import copy
+import difflib
 import json
-import math
 import os
-import re
-from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any, Mapping
+from typing import Annotated, Any, ClassVar, Literal, Mapping, Optional, Union
+
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr,
+                      TypeAdapter, ValidationError, ValidationInfo, field_validator)
 
 from include.errors import ConfigError
 from include.mobiledet.spec import VARIANTS
@@ -64,7 +72,107 @@ _DEFAULT_FLOAT = {
     "gpu": ["float32", "float16"],
 }
 _DEFAULT_QAT = {variant: ["float32", "uint8"] for variant in VARIANTS}
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+
+# Fixes for values outside a field's allowed set, where the generic one says too little.
+_FIXES = {
+    "gates.metric": "AP50 (IoU 0.5) or AP (IoU .5:.95) are the usual choices.",
+    "gates.edgetpu": "auto (the compiler where installed, else the offline prediction), "
+                     "compiler, prediction or off.",
+}
+_NOUNS = {"gates.metric": "metric", "gates.edgetpu": "Edge TPU gate mode"}
+
+
+class _Problem(ValueError):
+    """Raised inside a validator: pydantic records it at the field's location."""
+
+    def __init__(self, problem: str, fix: str):
+        super().__init__(problem)
+        self.problem, self.fix = problem, fix
+
+
+# --------------------------------------------------------------------------------------------
+# Value types
+# --------------------------------------------------------------------------------------------
+def _no_bool(value: Any) -> Any:
+    """Numbers: true/false are not 1/0 here (pydantic's lax mode would take them)."""
+    if isinstance(value, bool):
+        raise _Problem(f"expected a number, got {value!r}.", "set a number, not true/false.")
+    return value
+
+
+def _none_words(value: Any) -> Any:
+    """Optional settings: null, "", "none", "null" and "off" all mean off."""
+    if isinstance(value, str) and value.strip().lower() in ("", "none", "null", "off"):
+        return None
+    return _no_bool(value)
+
+
+def _listify(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+def _unique(value: list) -> list:
+    seen = []
+    for item in value:
+        if item in seen:
+            raise _Problem(f"precision {item!r} is listed twice.", "list each precision once.")
+        seen.append(item)
+    return seen
+
+
+Precision = Literal[PRECISIONS]  # type: ignore[valid-type]
+Variant = Literal[VARIANTS]  # type: ignore[valid-type]
+# (constraints before the BeforeValidator, so the JSON schema shows them as minimum/maximum)
+Fraction = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False), BeforeValidator(_no_bool)]
+Count = Annotated[int, Field(ge=1), BeforeValidator(_no_bool)]
+PrecisionList = Annotated[list[Precision], BeforeValidator(_listify), Field(min_length=1)]
+
+
+_VALIDATING = contextvars.ContextVar("mobiledet_config_validating", default=False)
+
+
+class _Model(BaseModel):
+    """Frozen, strict about keys; direct construction raises ConfigError, not ValidationError."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    _where: ClassVar[tuple] = ()  # the key path of this model inside PipelineConfig
+
+    def __init__(self, **data):
+        if _VALIDATING.get():  # inside an outer validation: it reports the whole key path
+            super().__init__(**data)
+            return
+        token = _VALIDATING.set(True)
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise _config_error(exc, type(self), prefix=self._where) from None
+        finally:
+            _VALIDATING.reset(token)
+
+
+class PrecisionsPerKind(_Model):
+    """Precisions for one variant, per checkpoint kind (any = both kinds)."""
+
+    float: Optional[PrecisionList] = Field(None, description="for float checkpoints")
+    qat: Optional[PrecisionList] = Field(None, description="for QAT checkpoints")
+    any: Optional[PrecisionList] = Field(None, description="for either kind (checked against "
+                                                           "the kind when the run is planned)")
+
+    @field_validator("float", "qat", "any")
+    @classmethod
+    def _no_duplicates(cls, value):
+        return None if value is None else _unique(value)
+
+
+def _per_kind(value: Any) -> Any:
+    """`cpu: [float32, int8]` is short for `cpu: {any: [float32, int8]}`."""
+    return {"any": value} if isinstance(value, (str, list, tuple)) else value
+
+
+_PRECISION_LIST = TypeAdapter(PrecisionList)
+PrecisionSpec = Annotated[PrecisionsPerKind, BeforeValidator(
+    _per_kind, json_schema_input_type=Union[PrecisionList, PrecisionsPerKind])]
 
 
 # --------------------------------------------------------------------------------------------
@@ -72,8 +180,9 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 # --------------------------------------------------------------------------------------------
 def _check_variant(variant: Any, where: str = "variant") -> str:
     if variant not in VARIANTS:
-        raise ConfigError(f"unknown variant {variant!r}; allowed values: {', '.join(VARIANTS)}.",
-                          where=where, fix="use one of the allowed variants.")
+        raise ConfigError(f"unknown variant {variant!r}; allowed values: {', '.join(VARIANTS)}."
+                          + _did_you_mean(variant, VARIANTS), where=where,
+                          fix="use one of the allowed variants.")
     return variant
 
 
@@ -84,23 +193,12 @@ def default_precisions(variant: str, qat: bool) -> list[str]:
 
 
 def _check_precision_list(value: Any, where: str) -> list[str]:
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, (list, tuple)) or not value:
-        raise ConfigError(f"expected a non-empty list of precisions, got {value!r}; allowed "
-                          f"values: {', '.join(PRECISIONS)}.", where=where,
-                          fix="e.g. [float32, int8].")
-    seen = []
-    for item in value:
-        if item not in PRECISIONS:
-            raise ConfigError(f"unknown precision {item!r}; allowed values: "
-                              f"{', '.join(PRECISIONS)}.", where=where,
-                              fix="use one of the allowed precisions.")
-        if item in seen:
-            raise ConfigError(f"precision {item!r} is listed twice.", where=where,
-                              fix="list each precision once.")
-        seen.append(item)
-    return seen
+    try:
+        return _unique(_PRECISION_LIST.validate_python(value))
+    except ValidationError as exc:
+        raise _config_error(exc, None, where=where) from None
+    except _Problem as exc:
+        raise ConfigError(exc.problem, where=where, fix=exc.fix) from None
 
 
 def check_precisions(variant: str, qat: bool, precisions, where: str = "precisions") -> list[str]:
@@ -138,73 +236,20 @@ def check_precisions(variant: str, qat: bool, precisions, where: str = "precisio
 
 
 # --------------------------------------------------------------------------------------------
-# Value coercion with field-naming errors
+# The store location
 # --------------------------------------------------------------------------------------------
-def _bool(value: Any, where: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in ("true", "yes", "1", "on"):
-        return True
-    if isinstance(value, str) and value.strip().lower() in ("false", "no", "0", "off"):
-        return False
-    raise ConfigError(f"expected true or false, got {value!r}.", where=where,
-                      fix="write true or false.")
-
-
-def _is_none(value: Any) -> bool:
-    return value is None or (isinstance(value, str) and value.strip().lower() in
-                             ("", "none", "null", "off"))
-
-
-def _number(value: Any, where: str, *, lo: float | None = None, hi: float | None = None,
-            lo_open: bool = False, optional: bool = False, integer: bool = False):
-    if optional and _is_none(value):
-        return None
-    kind = "a whole number" if integer else "a number"
-    rng = []
-    if lo is not None:
-        rng.append(f"{'>' if lo_open else '>='} {lo:g}")
-    if hi is not None:
-        rng.append(f"<= {hi:g}")
-    allowed = kind + (" " + " and ".join(rng) if rng else "") + (" or null (off)" if optional
-                                                                 else "")
-    out = None
-    if isinstance(value, bool):
-        out = None
-    elif isinstance(value, (int, float)):
-        out = value
-    elif isinstance(value, str):
-        try:
-            out = float(value) if not integer else int(value.strip())
-        except ValueError:
-            out = None
-    if out is None or (isinstance(out, float) and not math.isfinite(out)) \
-            or (integer and float(out) != int(out)):
-        raise ConfigError(f"expected {allowed}, got {value!r}.", where=where,
-                          fix=f"set {kind} in the allowed range.")
-    out = int(out) if integer else float(out)
-    if (lo is not None and (out < lo or (lo_open and out == lo))) or (hi is not None and out > hi):
-        raise ConfigError(f"{value!r} is out of range; allowed: {allowed}.", where=where,
-                          fix="set a value in the allowed range.")
-    return out
-
-
-def _check_keys(data: Mapping, allowed, where: str) -> None:
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"expected a mapping of settings, got {type(data).__name__}.",
-                          where=where, fix="write key: value pairs.")
-    unknown = sorted(str(k) for k in data if k not in allowed)
-    if unknown:
-        raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; allowed: "
-                          f"{', '.join(sorted(allowed))}.", where=where,
-                          fix="check the spelling; remove settings this version does not know.")
-
-
 def _store_uri(value: Any, where: str, base_dir: str | None) -> str:
+    """Normalise a store location (folder, file:///abs, s3://bucket/prefix); ConfigError."""
+    try:
+        return _normalise_store(value, base_dir)
+    except _Problem as exc:
+        raise ConfigError(exc.problem, where=where, fix=exc.fix) from None
+
+
+def _normalise_store(value: Any, base_dir: str | None) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise ConfigError(f"expected a folder, file:///abs/path or s3://bucket/prefix, got "
-                          f"{value!r}.", where=where, fix=f"set a store location, or set "
-                                                          f"{STORE_ENV}.")
+        raise _Problem(f"expected a folder, file:///abs/path or s3://bucket/prefix, got "
+                       f"{value!r}.", f"set a store location, or set {STORE_ENV}.")
     value = value.strip()
     if "://" not in value:
         path = os.path.expanduser(value)
@@ -215,76 +260,65 @@ def _store_uri(value: Any, where: str, base_dir: str | None) -> str:
     scheme = scheme.lower()
     if scheme == "file":
         if not rest.startswith("/"):
-            raise ConfigError(f"{value!r} is not an absolute file URI.", where=where,
-                              fix="write file:///absolute/path (three slashes) or a plain path.")
+            raise _Problem(f"{value!r} is not an absolute file URI.",
+                           "write file:///absolute/path (three slashes) or a plain path.")
         return "file://" + os.path.normpath(rest)
     if scheme == "s3":
         bucket = rest.split("/", 1)[0].rpartition("@")[2]
         if not bucket:
-            raise ConfigError(f"{value!r} names no bucket.", where=where,
-                              fix="write s3://BUCKET/optional/prefix.")
+            raise _Problem(f"{value!r} names no bucket.", "write s3://BUCKET/optional/prefix.")
         return value.rstrip("/")
-    raise ConfigError(f"unsupported store scheme {scheme!r} in {value!r}; allowed: a local "
-                      "folder, file:// or s3://.", where=where,
-                      fix="use a folder or s3://bucket/prefix (MinIO too, via the connection's "
-                          "endpoint_url).")
+    raise _Problem(f"unsupported store scheme {scheme!r} in {value!r}; allowed: a local folder, "
+                   "file:// or s3://.", "use a folder or s3://bucket/prefix (MinIO too, via the "
+                                        "connection's endpoint_url).")
 
 
 # --------------------------------------------------------------------------------------------
 # The config
 # --------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class GateConfig:
+class GateConfig(_Model):
     """Thresholds the gates apply to each converted model.
 
     `metric` names the COCO metric the gates read (AP50 by default; AP is AP@[.5:.95]).
     `max_map_drop[precision]`: allowed absolute drop of that metric against the run's float32
-    reference. `min_map`: floor on the metric (0 = off). `max_latency_ms`: None = off.
-    `require_edgetpu_mapped`: every op but the SSD post-process must map to the Edge TPU.
-    `edgetpu`: who decides that: ``auto`` the compiler where installed, else the offline
-    prediction; ``compiler`` (a missing compiler fails; `require_edgetpu_compiler` is the old
-    spelling of this); ``prediction``; ``off``. `regression_tolerance`: allowed absolute drop
-    against the newest comparable release (same model, variant, precision, source kind and
-    evaluation dataset; none on a first release).
+    reference (a partial mapping is merged with the defaults). `min_map`: floor on the metric
+    (0 = off). `max_latency_ms`: None = off. `require_edgetpu_mapped`: every op but the SSD
+    post-process must map to the Edge TPU. `edgetpu`: who decides that: ``auto`` the compiler
+    where installed, else the offline prediction; ``compiler`` (a missing compiler fails;
+    `require_edgetpu_compiler` is the old spelling of this); ``prediction``; ``off``.
+    `regression_tolerance`: allowed absolute drop against the newest comparable release (same
+    model, variant, precision, source kind and evaluation dataset; none on a first release).
     """
 
-    metric: str = "AP50"
-    max_map_drop: dict = field(default_factory=lambda: dict(DEFAULT_MAX_MAP_DROP))
-    min_map: float = 0.0
-    require_contract: bool = True
-    max_latency_ms: float | None = None
-    require_edgetpu_mapped: bool = True
-    require_edgetpu_compiler: bool = False
-    regression_tolerance: float = 0.02
-    edgetpu: str = "auto"
+    _where: ClassVar[tuple] = ("gates",)
 
-    def __post_init__(self):
-        if self.metric not in GATE_METRICS:
-            raise ConfigError(f"unknown metric {self.metric!r}; allowed values: "
-                              f"{', '.join(GATE_METRICS)}.", where="gates.metric",
-                              fix="AP50 (IoU 0.5) or AP (IoU .5:.95) are the usual choices.")
-        drops = self.max_map_drop
-        _check_keys(drops, PRECISIONS, "gates.max_map_drop")
-        merged = dict(DEFAULT_MAX_MAP_DROP)
-        for p, v in drops.items():
-            merged[p] = _number(v, f"gates.max_map_drop.{p}", lo=0.0, hi=1.0)
-        set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen dataclass)
-        set_("max_map_drop", merged)
-        set_("min_map", _number(self.min_map, "gates.min_map", lo=0.0, hi=1.0))
-        set_("require_contract", _bool(self.require_contract, "gates.require_contract"))
-        set_("max_latency_ms", _number(self.max_latency_ms, "gates.max_latency_ms", lo=0.0,
-                                       lo_open=True, optional=True))
-        set_("require_edgetpu_mapped", _bool(self.require_edgetpu_mapped,
-                                             "gates.require_edgetpu_mapped"))
-        set_("require_edgetpu_compiler", _bool(self.require_edgetpu_compiler,
-                                               "gates.require_edgetpu_compiler"))
-        set_("regression_tolerance", _number(self.regression_tolerance,
-                                             "gates.regression_tolerance", lo=0.0, hi=1.0))
-        if self.edgetpu not in EDGETPU_GATE_MODES:
-            raise ConfigError(f"unknown Edge TPU gate mode {self.edgetpu!r}; allowed values: "
-                              f"{', '.join(EDGETPU_GATE_MODES)}.", where="gates.edgetpu",
-                              fix="auto (the compiler where installed, else the offline "
-                                  "prediction), compiler, prediction or off.")
+    metric: Literal[GATE_METRICS] = Field(  # type: ignore[valid-type]
+        "AP50", description="the COCO summary metric the gates read (AP is AP@[.5:.95])")
+    max_map_drop: dict[Precision, Fraction] = Field(
+        default_factory=lambda: dict(DEFAULT_MAX_MAP_DROP),
+        json_schema_extra={"default": DEFAULT_MAX_MAP_DROP},
+        description="allowed absolute drop of the metric against the run's float32 reference, "
+                    "per precision; merged with the defaults "
+                    + json.dumps(DEFAULT_MAX_MAP_DROP))
+    min_map: Fraction = Field(0.0, description="floor on the metric (0 = off)")
+    require_contract: bool = Field(True, description="the output contract must hold")
+    max_latency_ms: Annotated[Optional[Annotated[float, Field(gt=0.0, allow_inf_nan=False)]],
+                              BeforeValidator(_none_words)] = Field(
+        None, description="latency ceiling in ms (null = off)")
+    require_edgetpu_mapped: bool = Field(
+        True, description="every op but the SSD post-process must map to the Edge TPU")
+    require_edgetpu_compiler: bool = Field(
+        False, description="old spelling of edgetpu: compiler")
+    regression_tolerance: Fraction = Field(
+        0.02, description="allowed drop against the newest comparable release")
+    edgetpu: Literal[EDGETPU_GATE_MODES] = Field(  # type: ignore[valid-type]
+        "auto", description="who decides the Edge TPU mapping: auto (the compiler where "
+                            "installed, else the offline prediction), compiler, prediction, off")
+
+    @field_validator("max_map_drop")
+    @classmethod
+    def _merge_defaults(cls, value: dict) -> dict:
+        return {**DEFAULT_MAX_MAP_DROP, **value}
 
     def max_drop(self, precision: str) -> float:
         if precision not in self.max_map_drop:
@@ -294,63 +328,88 @@ class GateConfig:
         return self.max_map_drop[precision]
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return self.model_dump(mode="json")
 
 
-@dataclass(frozen=True)
-class PipelineConfig:
-    """Every setting of one pipeline run. Build it with `load_config` or `from_dict`."""
+class PipelineConfig(_Model):
+    """Every setting of one pipeline run. Build it with `load_config` or `from_dict`.
 
-    store_uri: str = ""  # "" = $MOBILEDET_STORE, else ./mobiledet-store
-    conn_id: str | None = DEFAULT_CONN_ID
-    model_name: str = DEFAULT_MODEL_NAME
-    precisions: dict = field(default_factory=dict)  # {variant: [..] | {float|qat|any: [..]}}
-    gates: GateConfig = field(default_factory=GateConfig)
-    calibration_count: int = 100
-    eval_max_images: int | None = None
-    threads: int = 2
-    benchmark_runs: int = 20
-    benchmark_warmup: int = 3
-    edgetpu_timeout_s: float = 180.0
-    warnings: tuple = field(default=(), compare=False)
+    `warnings` (not a setting) holds what loading the config found worth saying, e.g. a
+    precision that makes an accelerator model fall back to the CPU.
+    """
 
-    def __post_init__(self):
-        set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen dataclass)
-        store = self.store_uri or os.environ.get(STORE_ENV, "").strip() or DEFAULT_STORE_DIR
-        set_("store_uri", _store_uri(store, "store_uri", None))
-        if self.conn_id is not None and (not isinstance(self.conn_id, str)
-                                         or not self.conn_id.strip()):
-            raise ConfigError(f"expected an Airflow connection id or null, got "
-                              f"{self.conn_id!r}.", where="conn_id",
-                              fix=f"e.g. {DEFAULT_CONN_ID}; null uses boto3's default "
-                                  "credentials.")
-        if not isinstance(self.model_name, str) or not _NAME.match(self.model_name):
-            raise ConfigError(f"model_name {self.model_name!r} is not a safe folder name.",
-                              where="model_name",
-                              fix="use letters, digits, '.', '_' and '-', starting with a "
-                                  "letter or digit.")
-        gates = self.gates
-        if isinstance(gates, Mapping):
-            _check_keys(gates, {f.name for f in fields(GateConfig)}, "gates")
-            gates = GateConfig(**gates)
-        elif not isinstance(gates, GateConfig):
-            raise ConfigError(f"expected a mapping of gate settings, got {gates!r}.",
-                              where="gates", fix="e.g. gates: {min_map: 0.2}.")
-        set_("gates", gates)
-        set_("calibration_count", _number(self.calibration_count, "calibration_count", lo=1,
-                                          integer=True))
-        set_("eval_max_images", _number(self.eval_max_images, "eval_max_images", lo=1,
-                                        integer=True, optional=True))
-        set_("threads", _number(self.threads, "threads", lo=1, integer=True))
-        set_("benchmark_runs", _number(self.benchmark_runs, "benchmark_runs", lo=1,
-                                       integer=True))
-        set_("benchmark_warmup", _number(self.benchmark_warmup, "benchmark_warmup", lo=0,
-                                         integer=True))
-        set_("edgetpu_timeout_s", _number(self.edgetpu_timeout_s, "edgetpu_timeout_s", lo=0.0,
-                                          lo_open=True))
-        precisions, warnings = _normalise_precisions(self.precisions)
-        set_("precisions", precisions)
-        set_("warnings", tuple(self.warnings) + tuple(warnings))
+    store_uri: str = Field("", description="artifact store: a folder, file:///abs/path or "
+                                           f"s3://bucket/prefix (empty: ${STORE_ENV}, else "
+                                           f"./{DEFAULT_STORE_DIR})")
+    conn_id: Optional[str] = Field(DEFAULT_CONN_ID, description="Airflow connection for s3:// "
+                                   "(null: boto3's default credentials)")
+    model_name: str = Field(DEFAULT_MODEL_NAME, pattern=_NAME_PATTERN,
+                            description="name of the published model (a folder name)")
+    precisions: dict[Variant, PrecisionSpec] = Field(  # type: ignore[valid-type]
+        default_factory=dict, description="precisions per variant instead of the default "
+        "matrix: a list, or {float: [...], qat: [...], any: [...]}")
+    gates: GateConfig = Field(default_factory=GateConfig, description="gate thresholds")
+    calibration_count: Count = Field(100, description="int8 calibration images")
+    eval_max_images: Annotated[Optional[Annotated[int, Field(ge=1)]],
+                               BeforeValidator(_none_words)] = Field(
+        None, description="evaluate on at most this many images (null = all)")
+    threads: Count = Field(2, description="interpreter threads")
+    benchmark_runs: Count = Field(20, description="timed benchmark runs")
+    benchmark_warmup: Annotated[int, Field(ge=0), BeforeValidator(_no_bool)] = Field(
+        3, description="untimed warm-up runs")
+    edgetpu_timeout_s: Annotated[float, Field(gt=0.0, allow_inf_nan=False),
+                                 BeforeValidator(_no_bool)] = Field(
+        180.0, description="Edge TPU compiler time limit in seconds")
+
+    _warnings: tuple = PrivateAttr(())
+
+    @field_validator("store_uri")
+    @classmethod
+    def _resolve_store(cls, value: str, info: ValidationInfo) -> str:
+        base_dir = (info.context or {}).get("base_dir")
+        if not value:
+            value = os.environ.get(STORE_ENV, "").strip() or DEFAULT_STORE_DIR
+            base_dir = None
+        return _normalise_store(value, base_dir)
+
+    @field_validator("conn_id")
+    @classmethod
+    def _conn_id(cls, value):
+        if value is not None and not value.strip():
+            raise _Problem(f"expected an Airflow connection id or null, got {value!r}.",
+                           f"e.g. {DEFAULT_CONN_ID}; null uses boto3's default credentials.")
+        return value
+
+    @field_validator("precisions")
+    @classmethod
+    def _plain_precisions(cls, value: dict) -> dict:
+        """Stored as {variant: {kind: [precisions]}} (kinds given only)."""
+        out = {}
+        for variant, spec in value.items():
+            out[variant] = {k: list(v) for k, v in
+                            (spec.model_dump(exclude_none=True) if isinstance(spec, BaseModel)
+                             else spec).items()}
+        return out
+
+    def model_post_init(self, context: Any) -> None:
+        warnings = []
+        for variant, kinds in self.precisions.items():
+            for kind, lst in kinds.items():
+                if kind != "any":
+                    warnings += check_precisions(variant, kind == "qat", lst,
+                                                 f"precisions.{variant}.{kind}")
+        self._warnings = tuple(warnings)
+
+    @property
+    def warnings(self) -> tuple:
+        return self._warnings
+
+    def __eq__(self, other) -> bool:  # the warnings are not part of the settings
+        if not isinstance(other, PipelineConfig):
+            return NotImplemented
+        return self.to_dict() == other.to_dict()
+
+    __hash__ = None  # holds dicts
 
     # -- precisions ---------------------------------------------------------------------------
     def plan_precisions(self, variant: str, qat: bool) -> tuple[list[str], list[str]]:
@@ -372,17 +431,12 @@ class PipelineConfig:
                                       f"precisions.{variant}: {{float: [...], qat: [...]}}.")
         return default_precisions(variant, qat), []
 
-    def precisions_for(self, variant: str, qat: bool) -> list[str]:
-        return self.plan_precisions(variant, qat)[0]
-
     # -- (de)serialisation --------------------------------------------------------------------
     def to_dict(self) -> dict:
         """JSON-able form; `from_dict(to_dict())` gives an equal config."""
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "warnings"}
-        out["gates"] = self.gates.to_dict()
-        out["precisions"] = {v: {k: list(p) for k, p in kinds.items()}
-                             for v, kinds in self.precisions.items()}
-        return json.loads(json.dumps(out))
+        out = self.model_dump(mode="json", exclude={"precisions"})
+        out["precisions"] = copy.deepcopy(self.precisions)
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping | None, *, source: str = "config",
@@ -392,41 +446,258 @@ class PipelineConfig:
         `source` names where the mapping came from (a file path, "run params") for error
         messages; relative store folders are resolved against `base_dir` (default: cwd).
         """
-        data = dict(data or {})
-        try:
-            _check_keys(data, {f.name for f in fields(cls)} - {"warnings"}, "top level")
-            if data.get("store_uri") not in (None, ""):
-                data["store_uri"] = _store_uri(data["store_uri"], "store_uri", base_dir)
-            else:
-                data.pop("store_uri", None)
-            return cls(**data)
-        except ConfigError as exc:
-            where = f"{source}: {exc.where}" if exc.where else source
-            raise ConfigError(exc.problem, where=where, fix=exc.fix) from None
-
-    def replace(self, **changes) -> "PipelineConfig":
-        return replace(self, **changes)
+        if data is not None and not isinstance(data, Mapping):
+            raise ConfigError(f"expected a mapping of settings, got {type(data).__name__}.",
+                              where=source, fix="write key: value pairs.")
+        return _validate(dict(data or {}), [(source, dict(data or {}))], base_dir)
 
 
-def _normalise_precisions(value: Any) -> tuple[dict, list[str]]:
-    if value is None:
-        return {}, []
-    _check_keys(value, VARIANTS, "precisions")
-    out, warnings = {}, []
-    for variant, spec in value.items():
-        where = f"precisions.{variant}"
-        if isinstance(spec, Mapping):
-            _check_keys(spec, CHECKPOINT_KINDS, where)
-            kinds = {}
-            for kind, lst in spec.items():
-                kinds[kind] = _check_precision_list(lst, f"{where}.{kind}")
-                if kind != "any":
-                    warnings += check_precisions(variant, kind == "qat", kinds[kind],
-                                                 f"{where}.{kind}")
-            out[variant] = kinds
+# --------------------------------------------------------------------------------------------
+# Validation errors -> ConfigError
+# --------------------------------------------------------------------------------------------
+def _did_you_mean(name: Any, choices, prefix: str = "") -> str:
+    near = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=0.6)
+    if not near:
+        lowered = {str(c).lower(): str(c) for c in choices}
+        near = [lowered[str(name).lower()]] if str(name).lower() in lowered else []
+    return f" Did you mean {prefix}{near[0]}?" if near else ""
+
+
+_SCHEMA: dict | None = None
+
+
+def _schema() -> dict:
+    global _SCHEMA
+    if _SCHEMA is None:
+        _SCHEMA = _inline_refs(PipelineConfig.model_json_schema())
+    return _SCHEMA
+
+
+def _schema_at(path) -> tuple[dict, bool]:
+    """The JSON schema at a key path of PipelineConfig -> (schema, nullable)."""
+    node, nullable = _schema(), False
+    for key in path:
+        node, nullable = _non_null(node)
+        if isinstance(key, int):
+            node = node.get("items", {})
+        elif key in node.get("properties", {}):
+            node = node["properties"][key]
+        elif isinstance(node.get("additionalProperties"), dict):
+            node = node["additionalProperties"]
         else:
-            out[variant] = {"any": _check_precision_list(spec, where)}
-    return out, warnings
+            return {}, False
+    return _non_null(node)
+
+
+def _non_null(node: dict) -> tuple[dict, bool]:
+    options = node.get("anyOf")
+    if not options:
+        return node, False
+    rest = [o for o in options if o.get("type") != "null"]
+    objects = [o for o in rest if o.get("type") == "object"]
+    return (objects or rest or [{}])[0], len(rest) < len(options)
+
+
+def _allowed(node: dict, nullable: bool) -> str:
+    kind = {"integer": "a whole number", "number": "a number", "boolean": "true or false",
+            "string": "a string", "object": "a mapping", "array": "a list"}.get(
+        node.get("type"), "a value")
+    rng = []
+    if "minimum" in node:
+        rng.append(f">= {node['minimum']:g}")
+    if "exclusiveMinimum" in node:
+        rng.append(f"> {node['exclusiveMinimum']:g}")
+    if "maximum" in node:
+        rng.append(f"<= {node['maximum']:g}")
+    return kind + (" " + " and ".join(rng) if rng else "") + (" or null (off)" if nullable else "")
+
+
+def _names(path) -> list[str]:
+    """The valid keys at `path` (for unknown-key messages)."""
+    node, _ = _schema_at(path)
+    if "properties" in node:
+        return list(node["properties"])
+    names = node.get("propertyNames", {}).get("enum")
+    return list(names or [])
+
+
+def _config_error(exc: ValidationError, model: type | None, *, prefix: tuple = (),
+                  where: str | None = None, source: str | None = None,
+                  data: Mapping | None = None) -> ConfigError:
+    """The first error of a pydantic ValidationError as a ConfigError that names the key.
+
+    `data` (the validated mapping) lets a shorthand precision list be named as written
+    (precisions.cpu, not precisions.cpu.any)."""
+    err = exc.errors()[0]
+    loc = tuple(prefix) + tuple(err["loc"])
+    typ, value, ctx = err["type"], err.get("input"), err.get("ctx") or {}
+    keys = [k for k in loc if isinstance(k, str) and k != "[key]"]
+    if keys[:1] == ["precisions"] and keys[2:3] == ["any"] and data is not None and \
+            not isinstance((data.get("precisions") or {}).get(keys[1]), Mapping):
+        del keys[2]
+    if model is None:  # a bare precision list
+        keys, schema_path = [], ("precisions", "cpu", "any") + tuple(
+            k for k in err["loc"] if isinstance(k, int))
+    else:
+        schema_path = loc
+    dotted = ".".join(keys)
+
+    if typ == "extra_forbidden" or (loc and loc[-1] == "[key]"):
+        name = keys[-1] if typ == "extra_forbidden" else value
+        parent = keys[:-1]
+        valid = _names(tuple(parent))
+        parent_dotted = ".".join(parent)
+        problem = (f"unknown setting {name!r}; allowed: {', '.join(sorted(map(str, valid)))}."
+                   + _did_you_mean(name, valid, parent_dotted + "." if parent_dotted else ""))
+        return _located(problem, "check the spelling; remove settings this version does not "
+                                 "know.", parent_dotted or "top level", where, source)
+
+    node, nullable = _schema_at(tuple(k for k in schema_path if k != "[key]"))
+    fix = _FIXES.get(dotted)
+    if typ == "value_error" and isinstance(ctx.get("error"), _Problem):
+        problem, fix = ctx["error"].problem, ctx["error"].fix
+        if problem.startswith("expected a number") and node.get("type") in ("integer", "number"):
+            problem = f"expected {_allowed(node, nullable)}, got {value!r}."
+            fix = "set a number in the allowed range."
+    elif typ in ("literal_error", "enum"):
+        choices = node.get("enum") or []
+        noun = _NOUNS.get(dotted) or ("precision" if "precisions" in keys or model is None
+                                      else "value")
+        problem = (f"unknown {noun} {value!r}; allowed values: {', '.join(map(str, choices))}."
+                   + _did_you_mean(value, choices))
+        fix = fix or f"use one of the allowed {noun}s."
+    elif typ.startswith("bool_"):
+        problem, fix = f"expected true or false, got {value!r}.", "write true or false."
+    elif typ in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        problem = f"{value!r} is out of range; allowed: {_allowed(node, nullable)}."
+        fix = fix or "set a value in the allowed range."
+    elif typ.startswith(("int_", "float_")) or typ in ("finite_number", "number_type"):
+        kind = "a whole number" if node.get("type") == "integer" else "a number"
+        problem = f"expected {_allowed(node, nullable)}, got {value!r}."
+        fix = fix or f"set {kind} in the allowed range."
+    elif typ in ("dict_type", "model_type", "model_attributes_type", "mapping_type") and \
+            keys[:1] == ["precisions"] and len(keys) == 2:
+        problem = (f"expected a list of precisions or {{float: [...], qat: [...], any: [...]}}, "
+                   f"got {value!r}.")
+        fix = f"e.g. {dotted}: [float32, int8]."
+    elif typ in ("dict_type", "model_type", "model_attributes_type", "mapping_type"):
+        example = {"gates": "e.g. gates: {min_map: 0.2}."}.get(dotted, "write key: value pairs.")
+        problem, fix = f"expected a mapping of settings, got {value!r}.", example
+    elif typ in ("list_type", "too_short"):
+        problem = (f"expected a non-empty list of precisions, got {value!r}; allowed values: "
+                   f"{', '.join(PRECISIONS)}.") if "precisions" in keys or model is None else \
+            f"expected a non-empty list, got {value!r}."
+        fix = "e.g. [float32, int8]."
+    elif typ == "string_pattern_mismatch" and dotted == "model_name":
+        problem = f"model_name {value!r} is not a safe folder name."
+        fix = "use letters, digits, '.', '_' and '-', starting with a letter or digit."
+    elif typ == "string_type":
+        problem, fix = f"expected a string, got {value!r}.", fix or "write a string."
+    else:
+        problem, fix = f"{err['msg']} (got {value!r}).", fix or "correct the value."
+    return _located(problem, fix, dotted or "top level", where, source)
+
+
+def _located(problem, fix, dotted, where, source) -> ConfigError:
+    if where is None:
+        where = dotted if source is None else f"{source}: {dotted}"
+    return ConfigError(problem, where=where, fix=fix)
+
+
+def _validate(data: dict, layers: list, base_dir: str | None) -> PipelineConfig:
+    """model_validate `data`; an error names the highest layer that holds the bad key."""
+    token = _VALIDATING.set(True)
+    try:
+        return PipelineConfig.model_validate(data, context={"base_dir": base_dir})
+    except ValidationError as exc:
+        loc = tuple(k for k in exc.errors()[0]["loc"] if isinstance(k, str) and k != "[key]")
+        raise _config_error(exc, PipelineConfig, source=_layer_of(layers, loc),
+                            data=data) from None
+    except ConfigError as exc:  # a rule across fields (model_post_init): where is a key path
+        loc = tuple((exc.where or "").split("."))
+        raise ConfigError(exc.problem, where=f"{_layer_of(layers, loc)}: {exc.where}",
+                          fix=exc.fix) from None
+    finally:
+        _VALIDATING.reset(token)
+
+
+def _layer_of(layers: list, loc: tuple) -> str:
+    """The name of the highest-precedence layer that set the key at `loc` (or a parent)."""
+    for n in range(len(loc), 0, -1):
+        for name, layer in reversed(layers):
+            if _holds(layer, loc[:n]):
+                return name
+    return " + ".join(name for name, _ in layers)
+
+
+def _holds(layer: Any, path: tuple) -> bool:
+    node = layer
+    for key in path:
+        if not isinstance(node, Mapping) or key not in node:
+            return False
+        node = node[key]
+    return True
+
+
+# --------------------------------------------------------------------------------------------
+# Schemas
+# --------------------------------------------------------------------------------------------
+def _inline_refs(schema: dict) -> dict:
+    """The schema with every $ref replaced by its definition (no $defs: simpler for Airflow's
+    Param and its form)."""
+    defs = schema.get("$defs", {})
+
+    def walk(node):
+        if isinstance(node, dict):
+            if "$ref" in node:
+                target = defs[node["$ref"].rsplit("/", 1)[-1]]
+                extra = {k: v for k, v in node.items() if k != "$ref"}
+                return walk({**target, **extra})
+            return {k: walk(v) for k, v in node.items() if k != "$defs"}
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    return walk(schema)
+
+
+def config_schema() -> dict:
+    """The JSON schema of a config file (what `mobiledet config --schema` prints)."""
+    schema = copy.deepcopy(_schema())
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "mobiledet pipeline config"
+    schema["description"] = ("Settings of the mobiledet conversion pipeline (a YAML or JSON "
+                             "file); every setting has a default.")
+    return schema
+
+
+def overrides_schema() -> dict:
+    """JSON schema of the DAG's `overrides` param: an object whose keys are top-level settings
+    (a nested object is merged) or dotted key paths ("gates.min_map") to a nested setting. Pass
+    it to Airflow as ``Param({}, **overrides_schema())``. Every value may also be null, which
+    the DAG treats as "not set"."""
+    root = _schema()
+    props: dict = {}
+
+    def nullable(node):
+        node = {k: v for k, v in node.items() if k not in ("default", "title")}
+        return {"anyOf": [node, {"type": "null"}]}
+
+    def add(path, node):
+        props[".".join(path)] = nullable(node)
+        inner, _ = _non_null(node)
+        for key, sub in inner.get("properties", {}).items():
+            add(path + (key,), sub)
+        keys = inner.get("propertyNames", {}).get("enum")
+        if keys and isinstance(inner.get("additionalProperties"), dict):
+            for key in keys:
+                add(path + (key,), inner["additionalProperties"])
+
+    for key, node in root["properties"].items():
+        add((key,), node)
+    return {"type": "object", "additionalProperties": False, "properties": props,
+            "description": "config overrides: setting or dotted key path -> value, e.g. "
+                           "{\"gates.min_map\": 0.3, \"threads\": 4}"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -467,15 +738,41 @@ def read_config_file(path: str) -> dict:
     return data
 
 
-def _merge(base: dict, extra: Mapping) -> dict:
-    out = dict(base)
+def _nested(extra: Mapping) -> dict:
+    """Dotted keys -> nested mappings: {"gates.min_map": 1} -> {"gates": {"min_map": 1}}."""
+    out: dict = {}
     for key, value in extra.items():
         if isinstance(key, str) and "." in key:
             head, _, rest = key.partition(".")
-            value, key = {rest: value}, head
+            key, value = head, {rest: value}
+        if isinstance(value, Mapping):
+            value = _nested(value)
+        out = _merge(out, {key: value})
+    return out
+
+
+def _merge(base: dict, extra: Mapping) -> dict:
+    out = dict(base)
+    for key, value in extra.items():
         if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
             out[key] = _merge(dict(out[key]), value)
         else:
+            out[key] = value
+    return out
+
+
+def parse_overrides(pairs) -> dict:
+    """CLI ``--set KEY=VALUE`` pairs -> an overrides dict (VALUE is JSON when it parses, else
+    a string): ["gates.min_map=0.3", "model_name=det"] -> {"gates.min_map": 0.3, ...}."""
+    out = {}
+    for pair in pairs or ():
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {pair!r} is not KEY=VALUE.", where="--set",
+                              fix="e.g. --set gates.min_map=0.3")
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
             out[key] = value
     return out
 
@@ -484,7 +781,8 @@ def load_config(path: str | None = None, *, overrides: Mapping | None = None,
                 environ: Mapping | None = None) -> PipelineConfig:
     """Load the pipeline config: defaults < file < $MOBILEDET_STORE < overrides (module doc).
 
-    `path` may also be a dict (e.g. Airflow run params used as the whole config).
+    `path` may also be a dict (e.g. Airflow run params used as the whole config). An error
+    names the layer the bad value came from ("overrides: gates.min_map").
     """
     environ = os.environ if environ is None else environ
     if isinstance(path, Mapping):
@@ -494,25 +792,22 @@ def load_config(path: str | None = None, *, overrides: Mapping | None = None,
         base_dir = os.path.dirname(os.path.abspath(os.path.expanduser(source)))
     else:
         data, source, base_dir = {}, "defaults", None
+    data = _nested(data)
+    layers = [(source, data)]
     if isinstance(data.get("store_uri"), str) and data["store_uri"].strip():
-        try:
-            data["store_uri"] = _store_uri(data["store_uri"], "store_uri", base_dir)
-        except ConfigError as exc:
-            raise ConfigError(exc.problem, where=f"{source}: store_uri", fix=exc.fix) from None
+        data["store_uri"] = _store_uri(data["store_uri"], f"{source}: store_uri", base_dir)
     env_store = (environ.get(STORE_ENV) or "").strip()
     if env_store:
-        try:
-            data["store_uri"] = _store_uri(env_store, STORE_ENV, None)
-        except ConfigError as exc:
-            raise ConfigError(exc.problem, where=f"environment variable {STORE_ENV}",
-                              fix=exc.fix) from None
-        source += f" + ${STORE_ENV}"
+        uri = _store_uri(env_store, f"environment variable {STORE_ENV}", None)
+        layers.append((f"${STORE_ENV}", {"store_uri": uri}))
+        data = _merge(data, {"store_uri": uri})
     if overrides:
         if not isinstance(overrides, Mapping):
             raise ConfigError(f"overrides must be a mapping, got {type(overrides).__name__}.",
                               where="overrides", fix="pass a dict of settings.")
-        data = _merge(data, overrides)
-        source += " + overrides"
+        extra = _nested(overrides)
+        layers.append(("overrides", extra))
+        data = _merge(data, extra)
     if not data.get("store_uri"):
         data["store_uri"] = _store_uri(DEFAULT_STORE_DIR, "store_uri", None)
-    return PipelineConfig.from_dict(data, source=source, base_dir=None)
+    return _validate(data, layers, None)
