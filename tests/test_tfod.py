@@ -240,6 +240,103 @@ def test_defaults_when_fields_are_absent(tmp_path):
     assert cfg["postprocess"] is None and cfg["anchors"] is None and cfg["label_map_path"] is None
 
 
+# ====================================================================== the schema (text_format)
+@pytest.mark.parametrize("old, new, line, words", [
+    # closed message: any unknown name is refused, with the nearest valid one
+    ("height: 320", "hieght: 320", 54,
+     ["'model.ssd.image_resizer.fixed_shape_resizer.hieght'",
+      "Did you mean model.ssd.image_resizer.fixed_shape_resizer.height?", "write height"]),
+    ("model {", "modle {", 12, ["unknown field 'modle'", "Did you mean model?"]),
+    # open message: a near miss of a field this reader needs is refused too
+    ("    feature_extractor {", "    feature_extractr {", 93,
+     ["'model.ssd.feature_extractr'", "did you mean model.ssd.feature_extractor?"]),
+    ("".join(f"        aspect_ratios: {r}\n" for r in (1.0, 2.0, 0.5, 3.0, 0.3333)),
+     "        aspect_ratio: 1.0\n", 45,
+     ["did you mean model.ssd.anchor_generator.ssd_anchor_generator.aspect_ratios?"]),
+    # types, enum values, a field twice, two alternatives of a oneof
+    ("score_converter: SIGMOID", "score_converter: SIGMOD", 146,
+     ["model.ssd.post_processing.score_converter must be one of IDENTITY, SIGMOID, SOFTMAX",
+      "got SIGMOD", "Did you mean SIGMOID?"]),
+    ("y_scale: 10.0", "y_scale: true", 19,
+     ["model.ssd.box_coder.faster_rcnn_box_coder.y_scale must be a number, got true"]),
+    ("num_classes: 90", "num_classes: 90\n    num_classes: 91", 17,
+     ["model.ssd.num_classes is set more than once"]),
+    ("      fixed_shape_resizer {", "      keep_aspect_ratio_resizer { }\n      fixed_shape_resizer {",
+     54, ["model.ssd.image_resizer sets both keep_aspect_ratio_resizer and fixed_shape_resizer"]),
+])
+def test_schema_errors_name_line_field_and_fix(tmp_path, old, new, line, words):
+    path = _edited(tmp_path, old, new)
+    with pytest.raises(CheckpointError) as info:
+        read_pipeline_config(path)
+    msg = str(info.value)
+    assert f"{path}, line {line}, column" in msg and "Fix:" in msg, msg
+    for w in words:
+        assert w in msg, msg
+
+
+def test_tfod_fields_the_reader_does_not_read_are_kept_opaque(tmp_path):
+    """Configs from other TFOD versions and fine-tuning set fields this product never reads:
+    they load, stay in `raw` as written, and are not interpreted."""
+    path = _edited(tmp_path, "  batch_size: 512\n",
+                   "  batch_size: 512\n  fine_tune_checkpoint: 'ckpt/model.ckpt-0'\n"
+                   "  fine_tune_checkpoint_type: \"detection\"\n  use_bfloat16: false\n"
+                   "  some_future_field { nested: [1, 2] deeper { x: FOO } }\n")
+    text = path.read_text().replace(
+        "    num_classes: 90\n",
+        "    num_classes: 90\n    add_background_class: true\n"
+        "    explicit_background_class: false\n")
+    text = text.replace("      min_depth: 16\n", "      min_depth: 16\n      pad_to_multiple: 1\n"
+                        "      use_explicit_padding: false\n")
+    text = text.replace("        use_static_shapes: true\n",
+                        "        use_static_shapes: true\n        use_class_agnostic_nms: false\n")
+    path.write_text(text)
+    cfg = read_pipeline_config(path)
+    assert cfg["spec"] == ModelSpec("cpu", 90, 320, 1.0)
+    raw = cfg["raw"]
+    assert first(raw, "train_config.fine_tune_checkpoint") == "ckpt/model.ckpt-0"
+    assert first(raw, "train_config.some_future_field.deeper.x") == "FOO"
+    assert first(raw, "model.ssd.add_background_class") is True
+    assert first(raw, "model.ssd.feature_extractor.pad_to_multiple") == 1
+    assert cfg["postprocess"]["max_total_detections"] == 100
+
+
+def test_typed_message_agrees_with_the_raw_dict():
+    from include.convert import tfod_schema
+    from include.convert.textproto import parse_message
+
+    for variant, path in SAMPLES.items():
+        msg, raw = parse_message(path.read_text(), tfod_schema.TrainEvalPipelineConfig(),
+                                 source=path, open_types=tfod_schema.OPEN_TYPES)
+        assert raw == parse_text_proto(path.read_text())
+        ssd = msg.model.ssd
+        assert ssd.num_classes == first(raw, "model.ssd.num_classes")
+        assert ssd.feature_extractor.type == f"ssd_mobiledet_{variant}"
+        assert list(ssd.anchor_generator.ssd_anchor_generator.aspect_ratios) == \
+            values(raw, "model.ssd.anchor_generator.ssd_anchor_generator.aspect_ratios")
+        # absent fields read as TFOD's proto2 defaults
+        assert ssd.anchor_generator.ssd_anchor_generator.interpolated_scale_aspect_ratio == 1.0
+        assert msg.graph_rewriter.HasField("quantization") is (variant in QAT_SAMPLES)
+        # opaque messages are kept out of the typed message
+        assert not msg.train_config.ListFields() and msg.HasField("train_config")
+
+
+def test_label_map_against_the_schema(tmp_path):
+    bad = tmp_path / "label_map.pbtxt"
+    bad.write_text('item {\n  id: 1\n  name: "person"\n}\nitem {\n  id: "two"\n}\n')
+    with pytest.raises(CheckpointError) as info:
+        read_label_map(bad)
+    assert f"{bad}, line 6, column" in str(info.value) and "item.id must be a whole number" in \
+        str(info.value)
+    bad.write_text('item { id: 1 nmae: "person" }\n')
+    with pytest.raises(CheckpointError, match="did you mean item.name"):
+        read_label_map(bad)
+    bad.write_text('item { id: 1 name: "x" display_name: "Person" frequency: FREQUENT }\n')
+    assert read_label_map(bad) == {0: {"name": "Person", "category_id": 1}}
+    bad.write_text('item { id: 1 name: "x" ')
+    with pytest.raises(CheckpointError, match="label map is not valid text format"):
+        read_label_map(bad)
+
+
 # ====================================================================== write_pipeline_config
 LABELS = {0: {"name": "person", "category_id": 1}, 1: {"name": "stop \"sign\"", "category_id": 13},
           "2": {"name": "café", "category_id": 90}}
