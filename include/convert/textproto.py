@@ -381,7 +381,7 @@ def _format_scalar(value) -> str:
     if isinstance(value, EnumValue):
         return str(value)
     if isinstance(value, str):
-        return '"' + _escape(value) + '"'
+        return '"' + escape_string(value) + '"'
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
@@ -394,7 +394,8 @@ def _format_scalar(value) -> str:
     raise TypeError(f"cannot write {type(value).__name__} {value!r} in text format")
 
 
-def _escape(s: str) -> str:
+def escape_string(s: str) -> str:
+    """`s` as the inside of a double-quoted text-format string."""
     out = []
     for ch in s:
         if ch in '"\\':
@@ -426,8 +427,6 @@ def format_text_proto(msg: dict, indent: int = 0) -> str:
             else:
                 lines.append(f"{pad}{name}: {_format_scalar(v)}\n")
     return "".join(lines)
-
-
 
 
 # ============================================================== text format against a schema

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from include.convert import tfod_schema
 from include.convert.textproto import (EnumValue, TextProtoError, TextProtoSchemaError,
-                                       _escape, first, format_text_proto, has, parse_message,
+                                       escape_string, first, format_text_proto, has, parse_message,
                                        parse_text_proto, values)
 from include.errors import CheckpointError, ConfigError
 
@@ -275,7 +275,7 @@ def format_label_map(label_map: dict) -> str:
     out = []
     for idx, entry in _sorted_label_map(label_map):
         out.append(f"item {{\n  id: {idx + 1}  # category_id {entry['category_id']}\n"
-                   f"  name: \"{_escape(entry['name'])}\"\n}}\n")
+                   f"  name: \"{escape_string(entry['name'])}\"\n}}\n")
     return "".join(out)
 
 
@@ -403,7 +403,7 @@ def write_pipeline_config(path, spec, *, qat: bool, label_map: dict, steps: int,
                       "include.convert.tfod; ignored by TFOD).")
         for idx, entry in rows:
             header.append(f"{LABEL_MAP_COMMENT}item {{ class_index: {idx} category_id: "
-                          f"{entry['category_id']} name: \"{_escape(entry['name'])}\" }}")
+                          f"{entry['category_id']} name: \"{escape_string(entry['name'])}\" }}")
         header.append("#")
     config = pipeline_config_dict(spec, qat=qat, steps=steps, batch_size=batch_size,
                                   learning_rate=learning_rate)
