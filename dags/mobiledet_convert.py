@@ -19,6 +19,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import DAG, Asset, AssetWatcher, Param, task, task_group
 
+from include.config import overrides_schema
 from include.pipeline import deployment
 from include.pipeline.task_policy import task_args
 from operators.mobiledet import (ConvertModelOperator, EdgeTPUCompileOperator,
@@ -57,8 +58,7 @@ with DAG(
         "model_name": Param(None, type=["null", "string"]),
         "config": Param(deployment.config_file(), type=["null", "string"],
                         description="pipeline config file (default: $MOBILEDET_CONFIG)"),
-        "overrides": Param({}, type="object", description="config overrides, e.g. "
-                           "{\"gates.min_map\": 0.3}"),
+        "overrides": Param({}, **overrides_schema()),
     },
     doc_md=__doc__,
 ) as dag:

@@ -171,16 +171,16 @@ class QuietNativeStderr:
     def start(self) -> None:
         sys.stderr.flush()
         self._saved = os.dup(2)
+        forward = os.dup(self._saved)   # the pump's own copy: close() may run before it starts
         read, write = os.pipe()
         os.dup2(write, 2)
         os.close(write)
-        self._thread = threading.Thread(target=self._pump, args=(read,), daemon=True,
+        self._thread = threading.Thread(target=self._pump, args=(read, forward), daemon=True,
                                         name="quiet-native-stderr")
         self._thread.start()
 
-    def _pump(self, read: int) -> None:
-        with os.fdopen(read, "rb") as pipe, os.fdopen(os.dup(self._saved), "wb",
-                                                      buffering=0) as out:
+    def _pump(self, read: int, forward: int) -> None:
+        with os.fdopen(read, "rb") as pipe, os.fdopen(forward, "wb", buffering=0) as out:
             for line in pipe:
                 if not self.pattern.search(line.decode("utf-8", "replace")):
                     out.write(line)

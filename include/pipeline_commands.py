@@ -38,22 +38,6 @@ def register(sub) -> None:
     d.set_defaults(func=cmd_demo)
 
 
-def _overrides(pairs) -> dict:
-    from include.errors import ConfigError
-
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"override {pair!r} is not KEY=VALUE.", where="--set",
-                              fix="e.g. --set gates.min_map=0.3")
-        try:
-            out[key] = json.loads(value)
-        except ValueError:
-            out[key] = value
-    return out
-
-
 def print_results(report: dict, seconds: float | None = None) -> None:
     print()
     print(report["table"])
@@ -67,12 +51,13 @@ def print_results(report: dict, seconds: float | None = None) -> None:
 
 
 def cmd_run(args) -> int:
+    from include.config import parse_overrides
     from include.pipeline.airflow_env import run_dag
 
     conf = {"checkpoints": list(args.checkpoint), "data": args.data,
             "calibration": args.calibration, "store": args.store, "model_name": args.model_name,
             "variants": args.variants, "precisions": args.precisions, "config": args.config,
-            "overrides": _overrides(args.set)}
+            "overrides": parse_overrides(args.set)}
     if args.airflow:  # trigger on a running deployment through the REST API and follow it
         from include.pipeline.serve_commands import run_on_airflow
         return run_on_airflow(args, conf)   # 0 on success, 1 on failed
