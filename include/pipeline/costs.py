@@ -9,7 +9,8 @@ Every stage of `include.pipeline.stages` measures itself with a :class:`Meter`::
             ...
 
 and, when it ends (passed or failed), writes one record to the store under
-``runs/<run_id>/costs/<stage>[-<ckpt_id>][-<precision>].json``. The report stage collects them
+``runs/<run_id>/costs/<stage>[-<ckpt_id>][-<precision>].cost.json`` (never ``report.json``:
+readers look for the run report by that name). The report stage collects them
 into ``report.json`` (key ``stages``), the publish stage into each model's manifest entry
 (``metrics.costs``). Records live in the store, not in XCom, so a failed task leaves its figures
 too and the report needs no task to hand them on.
@@ -263,7 +264,7 @@ class Meter:
 def cost_key(run_id: str, stage: str, ckpt_id: str | None = None,
              precision: str | None = None) -> str:
     name = "-".join(x for x in (stage, ckpt_id, precision) if x)
-    return f"runs/{run_id}/{COSTS_DIR}/{name}.json"
+    return f"runs/{run_id}/{COSTS_DIR}/{name}.cost.json"
 
 
 @contextlib.contextmanager
@@ -318,7 +319,7 @@ def load(store, run_id: str) -> list[dict]:
     prefix = f"runs/{run_id}/{COSTS_DIR}/"
     records = []
     try:
-        keys = [k for k in store.list(prefix) if k.endswith(".json")]
+        keys = [k for k in store.list(prefix) if k.endswith(".cost.json")]
     except Exception:  # noqa: BLE001 - no records is not an error
         return []
     for key in keys:

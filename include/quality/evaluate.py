@@ -494,7 +494,8 @@ def evaluate(model, data, *, split: str | None = None, max_images: int | None = 
     if not image_ids:
         raise DataError("the dataset has no images to evaluate.",
                         where=str(dataset.annotation_file), fix="use a split with images.")
-    _check_images(dataset, image_ids)
+    if inputs is None or not inputs.covers(image_ids):
+        _check_images(dataset, image_ids)  # decoded once: the image files need not be here
 
     # Fail fast, before any long run, on a model that breaks the I/O contract or whose classes
     # cannot be matched to the dataset's categories.
@@ -511,6 +512,7 @@ def evaluate(model, data, *, split: str | None = None, max_images: int | None = 
 
     if inputs is not None and (inputs.size != probe.input_size or not inputs.covers(image_ids)):
         inputs = None
+        _check_images(dataset, image_ids)
 
     def run(path, desc, mapping):
         raw, setup, seconds = _detect_all(path, dataset, image_ids, threads, strategy, desc,
