@@ -28,6 +28,10 @@ keeps a stream of runs from starting; the claim is the exactly-once guarantee. P
 ``report_existing=False`` to report only what lands after the first listing, and ``known`` to
 skip named checkpoints. A checkpoint rewritten in the same folder (new marker) is a new landing.
 
+Landings are reported at least ``event_spacing`` seconds apart (5): Airflow 3.3's scheduler gives
+a run only the asset events up to the moment it queued that run, so two events in the same
+instant would start one run and leave the second checkpoint waiting for the next landing.
+
 Keep the constructor arguments constant in the DAG file: the triggerer identifies a watcher's
 trigger by its serialized arguments, so arguments that change at each parse restart it.
 
@@ -77,7 +81,8 @@ class CheckpointLandingTrigger(BaseEventTrigger):
 
     def __init__(self, store_uri: str, conn_id: str | None = "aws_default",
                  poll_interval: float = 10.0, error_interval: float = 60.0,
-                 known: list[str] | None = None, report_existing: bool = True):
+                 known: list[str] | None = None, report_existing: bool = True,
+                 event_spacing: float = 5.0):
         super().__init__()
         self.store_uri = store_uri
         self.conn_id = conn_id
@@ -85,8 +90,10 @@ class CheckpointLandingTrigger(BaseEventTrigger):
         self.error_interval = float(error_interval)
         self.known = list(known) if known else None
         self.report_existing = bool(report_existing)
+        self.event_spacing = float(event_spacing)
         self._seen: set[tuple[str, str]] = set()
         self._listed_once = False
+        self._fired = 0
         self._last_error_at: float | None = None
         self._failing = False
         self._client = None
@@ -100,6 +107,7 @@ class CheckpointLandingTrigger(BaseEventTrigger):
             "error_interval": self.error_interval,
             "known": self.known,
             "report_existing": self.report_existing,
+            "event_spacing": self.event_spacing,
         })
 
     # -- the loop ---------------------------------------------------------------------------
@@ -143,9 +151,16 @@ class CheckpointLandingTrigger(BaseEventTrigger):
                 except MobiledetError as exc:    # e.g. checkpoint.json not readable yet
                     self._error(exc, store=False)
                     continue
+                if self._fired and self.event_spacing > 0:
+                    # Airflow 3.3's scheduler starts one run per queued asset change and hands
+                    # it only the events up to that moment: two events in the same instant
+                    # would give one run, and the second checkpoint would wait for the next
+                    # landing. Spaced, each landing starts its own run.
+                    await asyncio.sleep(self.event_spacing)
                 self._seen.add(item.identity)    # consumed before yielding: never fires twice
                 payload = landing.event_payload(loc, item, metadata)
                 log.info("checkpoint landed: %s (%s)", payload["checkpoint_uri"], item.kind)
+                self._fired += 1
                 yield TriggerEvent(payload)
             # forget landings that are gone, so the set stays as small as the store
             current = {item.identity for item in found}

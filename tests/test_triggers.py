@@ -124,6 +124,7 @@ def writer(request, tmp_path):
 
 def _trigger(uri, **kw):
     from operators.triggers import CheckpointLandingTrigger
+    kw.setdefault("event_spacing", 0.05)
     return CheckpointLandingTrigger(store_uri=uri, poll_interval=kw.pop("poll_interval", POLL),
                                     **kw)
 
@@ -137,12 +138,13 @@ def test_serialize_mirrors_init_and_round_trips():
     t = CheckpointLandingTrigger(store_uri="s3://bucket/ckpts")
     assert t.serialize() == ("operators.triggers.CheckpointLandingTrigger", {
         "store_uri": "s3://bucket/ckpts", "conn_id": "aws_default", "poll_interval": 10.0,
-        "error_interval": 60.0, "known": None, "report_existing": True})
+        "error_interval": 60.0, "known": None, "report_existing": True, "event_spacing": 5.0})
     t2 = CheckpointLandingTrigger("/data/ckpts", conn_id=None, poll_interval=2,
                                   error_interval=30, known=["a/b"], report_existing=False)
     classpath, kwargs = t2.serialize()
     assert kwargs == {"store_uri": "/data/ckpts", "conn_id": None, "poll_interval": 2.0,
-                      "error_interval": 30.0, "known": ["a/b"], "report_existing": False}
+                      "error_interval": 30.0, "known": ["a/b"], "report_existing": False,
+                      "event_spacing": 5.0}
     json.dumps(kwargs)                                    # JSON-safe
     again = CheckpointLandingTrigger(**kwargs)
     assert again.serialize() == (classpath, kwargs)
@@ -254,6 +256,20 @@ def test_two_at_once_give_two_events_and_each_once(writer):
 
     writer.put("old/checkpoint.json", json.dumps(_meta()).encode())
     drive(_trigger(writer.uri), scenario)
+
+
+def test_landings_in_one_poll_are_reported_spaced(writer):
+    """Airflow 3.3 gives a run only the asset events up to when it queued the run: events of
+    the same instant would start one run. The trigger spaces them by event_spacing."""
+    async def scenario(d):
+        writer.put("x/checkpoint.json", json.dumps(_meta(fp="d" * 64)).encode())
+        writer.put("y/checkpoint.json", json.dumps(_meta(fp="e" * 64)).encode())
+        await d.next()
+        first = time.monotonic()
+        await d.next()
+        assert time.monotonic() - first >= 0.3
+
+    drive(_trigger(writer.uri, event_spacing=0.3), scenario)
 
 
 def test_report_existing_false_and_known(writer):
