@@ -172,13 +172,12 @@ _PIPELINE: dict = {}
 
 def pipeline_store(tmp_path_factory) -> dict:
     """A store with synthetic earlier releases, then one real mobiledet_convert run of a tiny
-    EdgeTPU checkpoint (float32 published, int8 rejected by the Edge TPU gate), and detection
-    pictures made by `release_pictures` in the published model's folder. Built once."""
+    EdgeTPU checkpoint (float32 published, int8 rejected by the Edge TPU gate), whose
+    published model carries the detection pictures the check stage drew. Built once."""
     if _PIPELINE:
         return _PIPELINE
     from models import make_checkpoint
 
-    from include.dashboard.pictures import release_pictures
     from include.dashboard.synthetic import make_releases
     from include.data.synth import synthesize
     from include.pipeline.airflow_env import run_dag
@@ -208,13 +207,10 @@ def pipeline_store(tmp_path_factory) -> dict:
     [published] = result["report"]["published"]
     version = published["version"]
     manifest = store.read_json(f"mobiledet/{version}/manifest.json")
-    pictures = []
-    for entry in manifest["published"]:
-        folder = f"mobiledet/{version}/{entry['path']}"
-        local = root / "pictures" / entry["variant"] / entry["precision"]
-        store.get_file(entry["files"]["model.tflite"]["key"], str(local / "model.tflite"))
-        for path in release_pictures(local / "model.tflite", root / "data", local / "pictures"):
-            pictures.append(store.put_file(str(path), f"{folder}/pictures/{path.name}"))
+    # the check stage draws the detection pictures and publish puts them in the release
+    pictures = [f["uri"] for entry in manifest["published"]
+                for name, f in sorted(entry["files"].items()) if name.startswith("picture-")]
+    assert pictures, "the release has no detection pictures"
     _PIPELINE.update(root=root, store_dir=store_dir, store=store, version=version,
                      manifest=manifest, earlier=earlier, run_id=result["run_id"],
                      report=result["report"], pictures=pictures, run_seconds=took)
