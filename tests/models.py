@@ -103,3 +103,13 @@ def make_tflite(out_dir, precision="float32", variant="edgetpu", calibration=Non
     model = out_dir / f"{variant}_{precision}.tflite"
     convert(export, precision, model, calibration=calibration, calibration_count=8)
     return model
+
+
+def make_tiny_inputs(root, images=10, val_fraction=0.4, variant="edgetpu"):
+    """A tiny synthetic COCO dataset (root/data) and a tiny checkpoint (root/<variant>-float):
+    what the DAG, stage and stack tests run the pipeline on. Returns (root, checkpoint)."""
+    from include.data.synth import synthesize
+
+    root = Path(root)
+    synthesize(root / "data", images, size=96, seed=0, val_fraction=val_fraction)
+    return root, make_checkpoint(root / f"{variant}-float", variant=variant)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from models import make_checkpoint
+from models import make_tiny_inputs
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures" / "edgetpu"
@@ -26,12 +26,7 @@ FAST = {"calibration_count": 4, "benchmark_runs": 3, "benchmark_warmup": 1, "thr
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from include.data.synth import synthesize
-
-    root = tmp_path_factory.mktemp("dag")
-    synthesize(root / "data", 10, size=96, seed=0, val_fraction=0.4)
-    ckpt = make_checkpoint(root / "edgetpu-float", variant="edgetpu")
-    return root, ckpt
+    return make_tiny_inputs(tmp_path_factory.mktemp("dag"))
 
 
 def _conf(root, ckpt, store, **extra):

@@ -15,19 +15,17 @@ import textwrap
 
 import pytest
 
-from models import make_checkpoint
+from models import make_tiny_inputs
 
 FAST = {"calibration_count": 4, "benchmark_runs": 2, "benchmark_warmup": 0, "threads": 1}
 
 
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory):
-    from include.data.synth import synthesize
     from include.pipeline import stages
 
-    root = tmp_path_factory.mktemp("gate-stage")
-    synthesize(root / "data", 8, size=96, seed=0, val_fraction=0.5)
-    ckpt = make_checkpoint(root / "edgetpu-float", variant="edgetpu")
+    root, ckpt = make_tiny_inputs(tmp_path_factory.mktemp("gate-stage"), images=8,
+                                  val_fraction=0.5)
     settings = stages.plan({"checkpoints": [str(ckpt)], "data": str(root / "data"),
                             "store": str(root / "store"), "precisions": ["float32", "int8"],
                             "overrides": FAST}, "gate-run")

@@ -152,13 +152,9 @@ def test_serve_exports_the_pipeline_settings(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def tiny_inputs(tmp_path_factory):
-    from include.data.synth import synthesize
-    from models import make_checkpoint
+    from models import make_tiny_inputs
 
-    root = tmp_path_factory.mktemp("stack")
-    synthesize(root / "data", 10, size=96, seed=0, val_fraction=0.4)
-    ckpt = make_checkpoint(root / "edgetpu-float", variant="edgetpu")
-    return root, ckpt
+    return make_tiny_inputs(tmp_path_factory.mktemp("stack"))
 
 
 def upload_tree(client, bucket: str, prefix: str, folder: Path) -> int:

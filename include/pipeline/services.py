@@ -186,6 +186,17 @@ class ManagedProcess:
     def running(self) -> bool:
         return self.popen is not None and self.popen.poll() is None
 
+    def restart(self) -> "ManagedProcess":
+        """Stop the process group (as `stop`), then start the command again with a new pid."""
+        self.stop()
+        left = self.leftovers()
+        if left:
+            raise ServiceError(f"{self.name} did not stop: pids {left} are still alive.",
+                               where=self.name, fix="kill them, then start it again.")
+        self.popen, self.signalled_at = None, None
+        self.known_pids = set()
+        return self.start()
+
     def remember_children(self) -> None:
         """Note the current children, so that `stop` also ends those that left the group."""
         if self.running():
