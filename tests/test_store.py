@@ -26,7 +26,6 @@ from include.store import (
     publish,
     read_manifest,
     stage_dir,
-    stage_file,
 )
 from include.store import manifest as manifest_mod
 
@@ -130,7 +129,7 @@ def test_files_copy_delete(store, tmp_path):
 
 def test_stage_and_materialize(store, tmp_path):
     src = _write(tmp_path / "w1" / "model.tflite", b"model-bytes")
-    uri = stage_file(store, src, "runs/r1/cpu/float32/model.tflite")
+    uri = store.put_file(src, "runs/r1/cpu/float32/model.tflite")
     # another worker: only the URI travels
     local = materialize(uri, str(tmp_path / "w2"))
     assert local == str(tmp_path / "w2" / "model.tflite")

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from include.errors import CheckpointError, ConfigError
-from include.mobiledet.checkpoint import sha256_file
+from include.store.store import sha256_file
 from include.mobiledet.spec import ModelSpec
 
 GRAPH_FILE = "tflite_graph.pb"

@@ -22,18 +22,11 @@ from pathlib import Path
 from include import __version__
 from include.errors import CheckpointError
 from include.mobiledet.spec import ModelSpec
+from include.store.store import sha256_file  # noqa: F401  (one implementation, used here)
 
 FORMAT = "mobiledet-checkpoint/1"
 WEIGHTS = "weights.h5"
 META = "checkpoint.json"
-
-
-def sha256_file(path, chunk=1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def utc_now() -> str:

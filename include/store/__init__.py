@@ -28,12 +28,10 @@ from include.store.store import (
     open_store,
     sha256_file,
     stage_dir,
-    stage_file,
 )
 
 __all__ = [
     "ArtifactStore", "DEFAULT_CONN_ID", "LATEST", "MANIFEST", "PublishResult", "clean_version",
     "comparable_baseline", "fetch", "last_published", "latest", "list_versions", "locate", "make_version", "manifest_key",
     "materialize", "move_pointers", "pointer", "pointer_key", "open_store", "publish", "read_manifest", "sha256_file", "stage_dir",
-    "stage_file",
 ]

@@ -1,7 +1,7 @@
 """The artifact store: one folder tree of pipeline files, on a local disk or in S3.
 
 Tasks hand each other *store URIs* (``file:///...`` or ``s3://bucket/...``), never local paths:
-a task writes its output with :meth:`ArtifactStore.put_file` (or :func:`stage_file`), returns
+a task writes its output with :meth:`ArtifactStore.put_file` (or :func:`stage_dir`), returns
 ``store.uri(key)`` through XCom, and the next task, possibly on another worker, calls
 :func:`materialize` to get a local copy.
 
@@ -211,13 +211,10 @@ def _sha256_of(loc: _Loc) -> str:
     return digest.hexdigest()
 
 
-def sha256_file(path: str) -> str:
-    """SHA-256 of a local file."""
-    digest = hashlib.sha256()
+def sha256_file(path) -> str:
+    """SHA-256 of a local file (hex)."""
     with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 # --------------------------------------------------------------------------------------------
@@ -585,11 +582,6 @@ def open_store(uri_or_path, conn_id: str | None = DEFAULT_CONN_ID) -> ArtifactSt
     if isinstance(uri_or_path, ArtifactStore):
         return uri_or_path
     return ArtifactStore(os.fspath(uri_or_path), conn_id=conn_id)
-
-
-def stage_file(store: ArtifactStore, local_path: str, key: str) -> str:
-    """Put a task's output file into the store and return the URI to hand to the next task."""
-    return store.put_file(local_path, key)
 
 
 def stage_dir(store: ArtifactStore, local_dir: str, prefix: str) -> str:
