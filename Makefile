@@ -34,7 +34,7 @@ serve: install
 
 # The production shape natively: PostgreSQL + Redis + Celery worker + S3 (a few minutes).
 test-stack: install
-	$(BIN)/python -m pytest -q tests/test_stack.py tests/test_compose.py
+	$(BIN)/python -m pytest -q tests/test_landing_stack.py tests/test_stack.py tests/test_compose.py
 
 bench: install
 	$(BIN)/python bench/model_sizes.py

@@ -1,17 +1,12 @@
-"""The production shape, natively: Airflow's real components on PostgreSQL + Redis with a Celery
-worker, S3 served over HTTP by moto, and the mobiledet_convert DAG triggered over the REST API.
+"""Airflow's real components, started by include/pipeline/services.py.
 
-The fast tests check the pieces of include/pipeline/services.py (one environment whose settings
-agree, the login, stopping a process group by id). The slow one runs a whole DAG run:
-
-    PostgreSQL (metadata DB) + Redis (broker) + moto S3 (checkpoint, dataset, store)
-    -> airflow db migrate -> api-server, scheduler, dag-processor, triggerer, celery worker (2)
-    -> POST /api/v2/dags/mobiledet_convert/dagRuns -> every task on the Celery worker
-    -> manifest in S3 with the sha256 of every file -> every process stopped by its id
+The fast tests check the pieces (one environment whose settings agree, the login, stopping a
+process group by id); the slow one runs `mobiledet serve` (SQLite, LocalExecutor) and triggers
+the DAG on it over the REST API with `mobiledet run --airflow`. The production shape (PostgreSQL,
+Redis, a Celery worker, S3, runs started by checkpoint landings) is tests/test_landing_stack.py.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -27,7 +22,6 @@ import pytest
 from include.pipeline import services
 from include.pipeline.services import (AirflowDeployment, AirflowSettings, ManagedProcess,
                                        airflow_environment, ensure_password, free_port)
-from stack import postgres, redis, s3_process  # noqa: F401  (fixtures)
 
 REPO = Path(__file__).resolve().parents[1]
 DAG_FILE = REPO / "dags" / "mobiledet_convert.py"
@@ -172,103 +166,6 @@ def task_logs(deployment: AirflowDeployment, ti: dict, chars: int = 3000) -> dic
         f"task_id={ti['task_id']}"
     return {str(p.relative_to(deployment.log_dir)): services.tail(p, chars)
             for p in sorted(folder.rglob("*.log"))}
-
-
-@pytest.fixture
-def celery_airflow(postgres, redis, s3_process, tmp_path):  # noqa: F811
-    """Airflow 3 with the CeleryExecutor on PostgreSQL + Redis, a worker of concurrency 2.
-
-    Its DAGs folder holds a copy of dags/mobiledet_convert.py only, so that another DAG file
-    being written in dags/ meanwhile cannot break this test."""
-    dags = tmp_path / "dags"
-    dags.mkdir()
-    shutil.copy2(DAG_FILE, dags / DAG_FILE.name)
-    settings = AirflowSettings(
-        home=tmp_path / "airflow", dags_folder=dags, port=free_port(), executor="celery",
-        sql_alchemy_conn=postgres.sqlalchemy_url, broker_url=redis.url, worker_concurrency=2,
-        parallelism=4, password="stack-test",
-        extra_env={"AIRFLOW_CONN_AWS_DEFAULT": s3_process.connection_json(),
-                   "MOBILEDET_STORE": "s3://unused-default/store"})
-    deployment = AirflowDeployment(settings)
-    try:
-        deployment.start(timeout=240)
-        yield deployment
-    finally:
-        deployment.stop()
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(900)
-def test_celery_deployment_runs_the_dag_from_the_rest_api(celery_airflow, s3_process,  # noqa: F811
-                                                          tiny_inputs):
-    started = time.monotonic()
-    root, ckpt = tiny_inputs
-    s3 = s3_process.client()
-    bucket = "stack-test"
-    s3.create_bucket(Bucket=bucket)
-    assert upload_tree(s3, bucket, "checkpoints/edgetpu-float", ckpt) > 0
-    assert upload_tree(s3, bucket, "datasets/tiny", root / "data") > 0
-    conf = {"checkpoints": [f"s3://{bucket}/checkpoints/edgetpu-float"],
-            "data": f"s3://{bucket}/datasets/tiny", "store": f"s3://{bucket}/releases",
-            "precisions": ["float32"], "overrides": FAST}
-
-    settings = celery_airflow.settings
-    lines = []
-    try:
-        final = services.trigger_and_follow(settings.base_url, conf, username=settings.username,
-                                            password=settings.password, timeout=RUN_TIMEOUT_S,
-                                            poll=2.0, fail_fast=True, out=lines.append)
-    except services.ServiceError as exc:
-        logs = {n: p.log_tail(3000) for n, p in celery_airflow.processes.items()
-                if n in ("scheduler", services.WORKER)}
-        for ti in getattr(exc, "tasks", []):
-            logs.update(task_logs(celery_airflow, ti))
-        pytest.fail(f"{exc}\n" + "\n".join(lines) + "".join(
-            f"\n--- {n}.log ---\n{t}" for n, t in logs.items()))
-    client = celery_airflow.client()
-    run_id = final["dag_run_id"]
-    tis = client.task_instances(services.DAG_ID, run_id)
-    states = {services.task_label(ti): ti["state"] for ti in tis}
-    worker_log = celery_airflow.processes[services.WORKER].log_tail(2_000_000)
-    assert final["state"] == "success", (states, "\n".join(lines), worker_log[-3000:])
-    assert set(states.values()) == {"success"}, states
-    # Task ids without their task group ("model.convert" -> "convert").
-    assert {"plan", "export", "convert", "check", "edgetpu", "gate", "publish", "report"} <= \
-        {ti["task_id"].rpartition(".")[2] for ti in tis}
-    assert any("triggered mobiledet_convert" in line for line in lines)
-    assert any(line.split()[:2] == ["report", "success"] for line in lines), lines
-    print("\n".join(lines))
-
-    # Every task went through the Celery worker: the worker logged each workload it received.
-    for ti in tis:
-        assert f"task_id='{ti['task_id']}'" in worker_log, ti["task_id"]
-        assert ti["hostname"] and ti["queue"] == "default"
-    assert "Executing workload in Celery" in worker_log
-
-    # The manifest is in S3 and records each published file's size and sha256.
-    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="releases/")
-            .get("Contents", [])]
-    [manifest_key] = [k for k in keys if k.endswith("/manifest.json")]
-    manifest = json.loads(s3.get_object(Bucket=bucket, Key=manifest_key)["Body"].read())
-    prefix = manifest_key.rsplit("/", 1)[0]
-    [entry] = manifest["published"]
-    assert (entry["variant"], entry["precision"]) == ("edgetpu", "float32")
-    assert "model.tflite" in entry["files"]
-    for name, meta in entry["files"].items():
-        key = f"{prefix}/{entry.get('path', 'edgetpu/float32')}/{name}"
-        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-        assert len(body) == meta["size"] and hashlib.sha256(body).hexdigest() == meta["sha256"]
-    print(f"[stack] DAG run {run_id} took {time.monotonic() - started:.0f} s after start-up")
-
-    # Stopping the deployment ends every process it started (and their children), by pid.
-    pids = {n: p.pid for n, p in celery_airflow.processes.items()}
-    children = {n: set(p.known_pids) for n, p in celery_airflow.processes.items()}
-    celery_airflow.stop()
-    assert celery_airflow.leftovers() == {}
-    for name, pid in pids.items():
-        assert not services._alive(pid), name
-        assert not [c for c in children[name] if services._alive(c)], name
-    assert not services.port_open("127.0.0.1", settings.port)
 
 
 def test_airflow_cli_sees_the_stack_settings(tmp_path):

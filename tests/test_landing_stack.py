@@ -1,0 +1,255 @@
+"""Runs that start themselves, on the production shape: checkpoints landing in S3.
+
+One deployment for the whole module: PostgreSQL and Redis from Debian's packages, moto's S3
+server, and the real scheduler, dag-processor, triggerer, api-server and a Celery worker with
+concurrency 2 (tests/stack.py, include/pipeline/services.py), with this project's three DAGs.
+Nothing is triggered by hand except the retrain DAG; every conversion starts because its
+checkpoint landed in s3://landing-test/checkpoints, and the test asserts what users rely on:
+
+* a landed checkpoint starts exactly one conversion within 60 s, which publishes;
+* a half-written checkpoint (weights, no checkpoint.json) starts none until the marker lands;
+* two checkpoints landing at once start two runs;
+* a corrupt checkpoint (truncated weights) gets one failed run whose report names the file;
+* restarting the triggerer (which reports what is there again) converts nothing twice;
+* a downstream DAG scheduled on a published-model asset runs after the publish;
+* mobiledet_retrain writes a checkpoint, which is converted and published with no other action;
+* every task ran on the Celery worker, the published files match the manifest's sha256, and
+  stopping the deployment leaves no process behind.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from include.pipeline import services
+from include.pipeline.services import AirflowDeployment, AirflowSettings, free_port
+from stack import postgres, redis, s3_process  # noqa: F401  (fixtures)
+from test_stack import task_logs, upload_tree
+
+REPO = Path(__file__).resolve().parents[1]
+BUCKET = "landing-test"
+CONVERT = "mobiledet_convert"
+LANDING_WINDOW_S = 60
+RUN_TIMEOUT_S = 420
+CONFIG = {"precisions": {"edgetpu": {"float": ["float32"]}, "cpu": ["float32"]},
+          "calibration_count": 4, "benchmark_runs": 3, "benchmark_warmup": 1, "threads": 1}
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    from include.data.synth import synthesize
+    from models import make_checkpoint
+
+    root = tmp_path_factory.mktemp("landing")
+    synthesize(root / "data", 12, size=96, seed=0, val_fraction=0.34)
+    ckpts = {}
+    # "second" is made last: the newest, so the retrain's parent ("created" has 1 s steps);
+    # 5 classes, as the synthetic data has (a retrain keeps the parent's classes)
+    for seed, name in enumerate(("corrupt", "first", "half", "second")):
+        ckpts[name] = make_checkpoint(root / name, variant="edgetpu", seed=seed, num_classes=5)
+        time.sleep(1.1)
+    weights = ckpts["corrupt"] / "weights.h5"
+    weights.write_bytes(weights.read_bytes()[:2048])
+    (root / "config.json").write_text(json.dumps(CONFIG))
+    return root, ckpts
+
+
+@pytest.fixture(scope="module")
+def deployment(postgres, redis, s3_process, inputs, tmp_path_factory):  # noqa: F811
+    root, _ = inputs
+    home = tmp_path_factory.mktemp("landing-airflow")
+    dags = home / "dags"
+    dags.mkdir()
+    for name in ("mobiledet_convert.py", "mobiledet_retrain.py", "mobiledet_rollout_example.py"):
+        shutil.copy2(REPO / "dags" / name, dags / name)
+    s3 = s3_process.client()
+    s3.create_bucket(Bucket=BUCKET)
+    upload_tree(s3, BUCKET, "datasets/tiny", root / "data")
+    settings = AirflowSettings(
+        home=home / "airflow", dags_folder=dags, port=free_port(), executor="celery",
+        sql_alchemy_conn=postgres.sqlalchemy_url, broker_url=redis.url, worker_concurrency=2,
+        parallelism=4, password="landing-test",
+        extra_env={"AIRFLOW_CONN_AWS_DEFAULT": s3_process.connection_json(),
+                   "MOBILEDET_CHECKPOINT_STORE": f"s3://{BUCKET}/checkpoints",
+                   "MOBILEDET_WATCH_POLL_S": "3",
+                   "MOBILEDET_DATA": f"s3://{BUCKET}/datasets/tiny",
+                   "MOBILEDET_STORE": f"s3://{BUCKET}/releases",
+                   "MOBILEDET_CONFIG": str(root / "config.json"),
+                   "MOBILEDET_TASK_RETRIES": "0",
+                   "MOBILEDET_ROLLOUT_VARIANT": "edgetpu",
+                   "MOBILEDET_ROLLOUT_PRECISION": "float32",
+                   "MOBILEDET_RETRAIN_SCHEDULE": "off",
+                   "MOBILEDET_RETRAIN_DATA": f"s3://{BUCKET}/datasets/tiny"})
+    dep = AirflowDeployment(settings)
+    try:
+        dep.start(timeout=300)
+        client = dep.client()
+        for dag_id in (CONVERT, "mobiledet_retrain", "mobiledet_rollout_example"):
+            client.wait_for_dag(dag_id, timeout=180)
+            client.unpause(dag_id)
+        yield dep
+    finally:
+        dep.stop()
+
+
+def land(s3, ckpt: Path, name: str, *, marker: bool = True) -> None:
+    """Upload a checkpoint folder the way a trainer does: weights first, checkpoint.json last."""
+    for path in sorted(ckpt.iterdir()):
+        if path.name != "checkpoint.json":
+            s3.upload_file(str(path), BUCKET, f"checkpoints/{name}/{path.name}")
+    if marker:
+        s3.upload_file(str(ckpt / "checkpoint.json"), BUCKET, f"checkpoints/{name}/checkpoint.json")
+
+
+def runs_of(client, dag_id: str = CONVERT) -> list[dict]:
+    return sorted(client.runs(dag_id), key=lambda r: r.get("queued_at") or "")
+
+
+def wait_for_new_runs(client, before: set[str], count: int, seconds: float,
+                      dag_id: str = CONVERT) -> list[dict]:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        new = [r for r in runs_of(client, dag_id) if r["dag_run_id"] not in before]
+        if len(new) >= count:
+            return new
+        time.sleep(1.0)
+    return [r for r in runs_of(client, dag_id) if r["dag_run_id"] not in before]
+
+
+def wait_done(client, runs: list[dict], dag_id: str = CONVERT) -> list[dict]:
+    return [client.wait_for_run(dag_id, r["dag_run_id"], timeout=RUN_TIMEOUT_S, poll=2.0)
+            for r in runs]
+
+
+def explain(dep, run: dict, dag_id: str = CONVERT) -> str:
+    """The failed tasks of a run with the end of their logs, for an assertion message."""
+    client = dep.client()
+    out = [f"run {run['dag_run_id']} ended {run.get('state')}"]
+    for ti in client.task_instances(dag_id, run["dag_run_id"]):
+        if ti["state"] not in ("success", "skipped"):
+            out.append(f"--- {ti['task_id']}[{ti.get('map_index')}] {ti['state']}")
+            out += [f"{name}:\n{text}" for name, text in task_logs(dep, ti, 2500).items()]
+    return "\n".join(out)
+
+
+def report_of(s3, run_id: str) -> dict:
+    from include.pipeline.stages import safe_run_id
+
+    key = f"releases/runs/{safe_run_id(run_id)}/report.json"
+    return json.loads(s3.get_object(Bucket=BUCKET, Key=key)["Body"].read())
+
+
+def manifests(s3) -> list[str]:
+    listed = s3.list_objects_v2(Bucket=BUCKET, Prefix="releases/mobiledet/").get("Contents", [])
+    return sorted(o["Key"] for o in listed if o["Key"].endswith("/manifest.json"))
+
+
+def test_checkpoints_landing_start_their_own_runs(deployment, s3_process, inputs):  # noqa: F811
+    root, ckpts = inputs
+    s3 = s3_process.client()
+    client = deployment.client()
+    seen: set[str] = set()
+
+    # 1. one checkpoint lands, and one only half (no checkpoint.json): exactly one run,
+    #    started within 60 s, which publishes
+    landed_at = time.monotonic()
+    land(s3, ckpts["first"], "first")
+    land(s3, ckpts["half"], "half", marker=False)
+    [first] = wait_for_new_runs(client, seen, 1, LANDING_WINDOW_S)
+    started_after = time.monotonic() - landed_at
+    assert started_after < LANDING_WINDOW_S
+    time.sleep(8)  # more than two polls: the half-written checkpoint must not start a run
+    assert [r["dag_run_id"] for r in runs_of(client) if r["dag_run_id"] not in seen] == \
+        [first["dag_run_id"]]
+    [done] = wait_done(client, [first])
+    assert done["state"] == "success", explain(deployment, done)
+    report = report_of(s3, first["dag_run_id"])
+    assert [p["status"] for p in report["published"]] == ["published"]
+    assert report["checkpoints"][0]["uri"] == f"s3://{BUCKET}/checkpoints/first"
+    [manifest_key] = manifests(s3)
+    manifest = json.loads(s3.get_object(Bucket=BUCKET, Key=manifest_key)["Body"].read())
+    for f in manifest["files"]:   # every file it names, with the recorded size and sha256
+        body = s3.get_object(Bucket=BUCKET, Key=f"{manifest_key.rsplit('/', 1)[0]}/{f['path']}")
+        data = body["Body"].read()
+        assert len(data) == f["size"] and hashlib.sha256(data).hexdigest() == f["sha256"], f
+    # every task ran on the Celery worker: it logged each workload it received
+    worker_log = deployment.processes[services.WORKER].log_tail(5_000_000)
+    tis = client.task_instances(CONVERT, first["dag_run_id"])
+    assert {"plan", "export", "convert", "check", "edgetpu", "gate", "publish", "report"} <= \
+        {ti["task_id"].rpartition(".")[2] for ti in tis}
+    for ti in tis:
+        assert f"task_id='{ti['task_id']}'" in worker_log, ti["task_id"]
+    assert "Executing workload in Celery" in worker_log
+    seen |= {first["dag_run_id"]}
+
+    # the downstream DAG scheduled on the published edgetpu/float32 asset runs by itself
+    rollouts = wait_for_new_runs(client, set(), 1, 90, dag_id="mobiledet_rollout_example")
+    assert rollouts, "no downstream run after the publish"
+    [rolled] = wait_done(client, rollouts[:1], dag_id="mobiledet_rollout_example")
+    assert rolled["state"] == "success", explain(deployment, rolled, "mobiledet_rollout_example")
+
+    # 2. the half-written checkpoint's marker lands with two more checkpoints (one corrupt):
+    #    three runs; the two good ones publish, the corrupt one fails naming weights.h5
+    s3.upload_file(str(ckpts["half"] / "checkpoint.json"), BUCKET, "checkpoints/half/checkpoint.json")
+    land(s3, ckpts["second"], "second")
+    land(s3, ckpts["corrupt"], "corrupt")
+    new = wait_for_new_runs(client, seen, 3, LANDING_WINDOW_S)
+    assert len(new) == 3, new
+    by_uri = {report_of(s3, r["dag_run_id"])["checkpoints"][0]["uri"]: r
+              for r in wait_done(client, new)}
+    assert {u.rsplit("/", 1)[1] for u in by_uri} == {"half", "second", "corrupt"}
+    for name in ("half", "second"):
+        run = by_uri[f"s3://{BUCKET}/checkpoints/{name}"]
+        assert run["state"] == "success", explain(deployment, run)
+    bad = by_uri[f"s3://{BUCKET}/checkpoints/corrupt"]
+    assert bad["state"] == "failed"
+    bad_report = report_of(s3, bad["dag_run_id"])
+    assert "weights.h5" in bad_report["failed_checkpoints"][0]["reason"]
+    assert bad_report["published"] == []
+    assert len(manifests(s3)) == 3
+    seen |= {r["dag_run_id"] for r in new}
+
+    # 3. the triggerer restarts: it reports every checkpoint in the store again; each of those
+    #    runs loses its claim, ends at once and publishes nothing
+    deployment.processes["triggerer"].restart()
+    again = wait_for_new_runs(client, seen, 4, 120)
+    assert len(again) == 4, again
+    for run in wait_done(client, again):
+        assert run["state"] == "success", explain(deployment, run)
+        report = report_of(s3, run["dag_run_id"])
+        assert report["published"] == [] and report["models"] == []
+        assert report["already_claimed"] and \
+            report["already_claimed"][0]["claimed_by"] != run["dag_run_id"]
+    assert len(manifests(s3)) == 3
+    seen |= {r["dag_run_id"] for r in again}
+
+    # 4. the scheduled retrain (triggered here) writes a checkpoint into the store; the
+    #    watcher starts its conversion, which publishes, with nothing else done by hand
+    retrain = client.trigger("mobiledet_retrain", {"variants": ["edgetpu"], "steps": 3,
+                                                   "qat_steps": 0, "budget_s": 300,
+                                                   "batch": 4})
+    [retrained] = wait_done(client, [retrain], dag_id="mobiledet_retrain")
+    assert retrained["state"] == "success", explain(deployment, retrained, "mobiledet_retrain")
+    [converted] = wait_for_new_runs(client, seen, 1, LANDING_WINDOW_S + 30)
+    [converted] = wait_done(client, [converted])
+    assert converted["state"] == "success", explain(deployment, converted)
+    report = report_of(s3, converted["dag_run_id"])
+    assert report["checkpoints"][0]["uri"].endswith("-retrain")
+    assert [p["status"] for p in report["published"]] == ["published"]
+    assert len(manifests(s3)) == 4
+
+    # 5. stopping the deployment ends every process it started, and their children, by pid
+    settings = deployment.settings
+    pids = {n: p.pid for n, p in deployment.processes.items()}
+    deployment.stop()
+    assert deployment.leftovers() == {}
+    assert not [n for n, pid in pids.items() if services._alive(pid)]
+    assert not services.port_open("127.0.0.1", settings.port)
+
