@@ -5,6 +5,7 @@ plan -> export (one per checkpoint) -> jobs
             convert -> check (evaluate vs float reference, validate contract, benchmark)
                     -> edgetpu (compile + offline prediction)
      -> gate (all_done: a failed model is rejected with its task's error, the rest decided)
+     -> search (one per int8 model that failed the accuracy gate: other recipes) -> regate
      -> publish (manifest by conditional create, pointers forward) -> report (all_done)
 
 It starts by itself when a checkpoint lands in the checkpoint store (an AssetWatcher with
@@ -104,8 +105,37 @@ with DAG(
     decided = GateOperator(task_id="gate", settings=settings, jobs=planned,
                            check_task_id="model.check", edgetpu_task_id="model.edgetpu",
                            **task_args("gate"))
-    published = PublishOperator(task_id="publish", settings=settings, decided=decided.output,
+
+    @task
+    def search_jobs(settings: dict, decided: list[dict]) -> list[dict]:
+        from include.pipeline.search_stage import search_jobs as jobs_to_search
+        return jobs_to_search(settings, decided)
+
+    @task(map_index_template="{{ mobiledet_label }}", **task_args("search"))
+    def search(settings: dict, job: dict) -> dict:
+        # a failed int8 model: other recipes in order, within gates' search_budget
+        from airflow.sdk import get_current_context
+
+        from include.pipeline.search_stage import search_stage
+        get_current_context()["mobiledet_label"] = job["name"]
+        return search_stage(settings, job)
+
+    @task(trigger_rule="all_done", **task_args("gate"))
+    def regate(settings: dict, decided: list[dict], ti=None) -> list[dict]:
+        # the final decisions: a search's choice is checked and gated like any model
+        from include.pipeline.search_stage import regate_stage
+        n = len(ti.xcom_pull(task_ids="search_jobs") or [])
+        searched = ti.xcom_pull(task_ids="search", map_indexes=list(range(n))) if n else []
+        searched = [searched] if isinstance(searched, dict) else list(searched or [])
+        return regate_stage(settings, decided, searched)
+
+    to_search = search_jobs(settings, decided.output)
+    searched = search.partial(settings=settings).expand(job=to_search)
+    final = regate(settings, decided.output)
+    searched >> final
+    published = PublishOperator(task_id="publish", settings=settings, decided=final,
                                 **task_args("publish"))
-    report = RunReportOperator(task_id="report", settings=settings, **task_args("report"))
+    report = RunReportOperator(task_id="report", settings=settings, gate_task_id="regate",
+                               **task_args("report"))
     models >> decided
-    [decided, published] >> report
+    [final, published] >> report

@@ -360,6 +360,9 @@ class PipelineConfig(_Model):
     edgetpu_timeout_s: Annotated[float, Field(gt=0.0, allow_inf_nan=False),
                                  BeforeValidator(_no_bool)] = Field(
         180.0, description="Edge TPU compiler time limit in seconds")
+    search_budget: Annotated[int, Field(ge=0), BeforeValidator(_no_bool)] = Field(
+        4, description="int8 recipe search for a model that fails the accuracy gate: how many "
+                       "candidate recipes may be converted (0 = no search)")
 
     _warnings: tuple = PrivateAttr(())
 

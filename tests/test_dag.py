@@ -245,3 +245,30 @@ def test_landing_claims_and_published_asset_events(tiny, tmp_path, airflow_db):
                for e in extras), extras
     # (other tests of the session published the same model name into other stores)
     assert store.uri("mobiledet/latest/edgetpu/float32.json") in uris
+
+
+def test_int8_failing_the_accuracy_gate_gets_a_recipe_search(tiny, tmp_path, airflow_db):
+    """int8 fails the accuracy gate (a min_map no model reaches here): the search task tries
+    other recipes within the budget, and the model ends rejected with every candidate tried in
+    its reason, never with a silent pass; the table is in the report and the store."""
+    from include.pipeline.airflow_env import run_dag
+    from include.store import open_store
+
+    root, ckpt = tiny
+    store_dir = tmp_path / "store"
+    conf = _conf(root, ckpt, str(store_dir))
+    conf["overrides"] = dict(conf["overrides"], **{"gates.min_map": 0.99, "search_budget": 2})
+    result = run_dag(conf)
+    store = open_store(str(store_dir))
+    report = store.read_json(result["report"]["report_uri"].split("/store/", 1)[1])
+    by = {m["precision"]: m for m in report["models"]}
+    int8 = by["int8"]
+    assert not int8["passed"] and int8["search"]["passed"] is False
+    tried = [r for r in int8["search"]["candidates"] if r["status"] not in ("not tried",
+                                                                            "skipped")]
+    assert 1 <= len(tried) <= 2 and tried[0]["candidate"] == "plain"
+    reason = int8["decision"]["reasons"][-1]
+    assert reason.startswith("recipe search: no candidate passed (plain: fail")
+    assert store.is_file(int8["search"]["search_uri"].split("/store/", 1)[1])
+    assert "search" not in by["float32"] or by["float32"]["search"] is None  # only int8
+    assert result["report"]["published"][0]["status"] == "nothing_to_publish"

@@ -161,3 +161,35 @@ def test_baseline_from_another_dataset_or_source_kind_is_not_comparable(converte
                                      data_fingerprint=settings["evaluation_data_fingerprint"])
     assert found and found["version"].endswith("eeeeeeee")
     json.dumps(out["float32"])
+
+
+def test_regate_publishes_the_search_choice_only_after_its_own_gate(converted):
+    """The search's choice is checked, analysed and gated like any model before it replaces
+    the rejected int8 model; a search that found nothing keeps the rejection."""
+    from include.pipeline import stages
+    from include.pipeline.search_stage import regate_stage, search_jobs
+
+    _, settings, jobs, models, checks = converted
+    strict = dict(settings, config=dict(settings["config"], search_budget=2,
+                                        gates=dict(settings["config"]["gates"], min_map=0.99)))
+    tpu = [stages.edgetpu_stage(settings, models["int8"])]
+    decided = stages.gate_stage(strict, jobs, list(checks.values()), tpu)
+    assert [j["precision"] for j in search_jobs(strict, decided)] == ["int8"]
+    job = next(j for j in search_jobs(strict, decided))
+    summary = {"passed": True, "chosen": "per-tensor", "candidates": [
+        {"candidate": "plain", "status": "fail", "drop": 0.2},
+        {"candidate": "per-tensor", "status": "pass", "drop": 0.01}]}
+    # the chosen model (here the int8 model itself) passes the default gates: published
+    lenient = dict(strict, config=dict(strict["config"], gates=settings["config"]["gates"]))
+    found = {"job": job, "search": summary, "model": dict(models["int8"], recipe="per-tensor")}
+    final = {d["precision"]: d for d in regate_stage(lenient, decided, [found])}
+    assert final["int8"]["passed"] and final["int8"]["search"]["chosen"] == "per-tensor"
+    assert final["int8"]["model_uri"] == models["int8"]["model_uri"]
+    assert final["float32"] is next(d for d in decided if d["precision"] == "float32")
+    # under the strict gates the choice fails its own gate: rejected, and said so
+    final = {d["precision"]: d for d in regate_stage(strict, decided, [found])}
+    assert not final["int8"]["passed"]
+    assert "recipe search chose 'per-tensor'" in final["int8"]["decision"]["reasons"][-1]
+    # no search result at all (the task failed): rejected, the reason says so
+    final = {d["precision"]: d for d in regate_stage(strict, decided, [])}
+    assert "did not finish" in final["int8"]["decision"]["reasons"][-1]

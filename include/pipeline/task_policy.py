@@ -21,9 +21,9 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 
-HEAVY = ("export", "convert", "check", "edgetpu")
+HEAVY = ("export", "convert", "check", "edgetpu", "search")
 TIMEOUTS_S = {"plan": 600, "export": 1800, "convert": 3600, "check": 3600, "edgetpu": 900,
-              "gate": 600, "publish": 1800, "report": 600}
+              "search": 7200, "gate": 1800, "publish": 1800, "report": 600}
 DEFAULT_RETRIES = 2
 DEFAULT_RETRY_DELAY_S = 30.0
 DEFAULT_POOL = "default_pool"
