@@ -185,6 +185,8 @@ def test_checkpoints_landing_start_their_own_runs(deployment, s3_process, inputs
     assert {"plan", "export", "convert", "check", "edgetpu", "gate", "publish", "report"} <= \
         {ti["task_id"].rpartition(".")[2] for ti in tis}
     for ti in tis:
+        if ti["state"] == "skipped":   # e.g. the recipe search, when no int8 model needs one
+            continue
         assert f"task_id='{ti['task_id']}'" in worker_log, ti["task_id"]
     assert "Executing workload in Celery" in worker_log
     seen |= {first["dag_run_id"]}
