@@ -27,7 +27,13 @@ def register(sub) -> None:
     s = p.add_argument_group("recipe search (--precision int8 --search)")
     s.add_argument("--search", action="store_true",
                    help="try int8 recipes in order and keep the best passing one")
-    s.add_argument("--data", default=None, help="COCO dataset the candidates are evaluated on")
+    s.add_argument("--data", default=None,
+                   help="COCO dataset the candidates are evaluated on: a dataset folder or an "
+                        "annotation file (instances_*.json)")
+    s.add_argument("--images", "--image-dir", dest="image_dir", default=None, metavar="DIR",
+                   help="the image folder of an annotation file given as --data, when the "
+                        "images are not beside it in <split>/ or images/<split>/ (also used "
+                        "when --calibration is the same file)")
     s.add_argument("--reference", default=None,
                    help="float32 .tflite of the same graph (default: converted on the fly)")
     s.add_argument("--budget", type=int, default=None, help="how many candidates to convert")
@@ -44,8 +50,11 @@ def register(sub) -> None:
     q.add_argument("--calibration", required=True,
                    help="COCO dataset or image folder for the representative data")
     q.add_argument("--data", default=None,
-                   help="COCO dataset or image folder to measure on (default: the calibration "
-                        "images)")
+                   help="COCO dataset (folder or instances_*.json) or image folder to measure "
+                        "on (default: the calibration images)")
+    q.add_argument("--image-dir", dest="image_dir", default=None, metavar="DIR",
+                   help="the image folder of an annotation file given as --data, when the "
+                        "images are not beside it in <split>/ or images/<split>/")
     q.add_argument("--calibration-count", type=int, default=100)
     q.add_argument("--images", type=int, default=None,
                    help="how many images to measure on (default 32)")
@@ -63,9 +72,17 @@ def _options(args) -> dict:
 
 def cmd_convert(args) -> int:
     from include.convert.recipes import conversion_json_path, convert
+    from include.data.coco import dataset_arguments
 
     if args.search:
-        return _cmd_search(args)
+        with dataset_arguments(args.data, args.image_dir):
+            return _cmd_search(args)
+    if args.image_dir is not None:
+        from include.errors import ConfigError
+        raise ConfigError("--images goes with --search --data FILE.json (the evaluation "
+                          "dataset); a plain conversion reads only --calibration.",
+                          where="--images",
+                          fix="pass the image folder itself as --calibration, or add --search.")
     report = convert(args.graph, args.precision, args.out, calibration=args.calibration,
                      calibration_count=args.calibration_count, output_type=args.output_type,
                      options=_options(args) or None)
@@ -134,11 +151,13 @@ def _cmd_search(args) -> int:
 
 def cmd_quant_debug(args) -> int:
     from include.convert.quant_debug import DEFAULT_DEBUG_IMAGES, format_layers, quant_debug
+    from include.data.coco import dataset_arguments
 
-    result = quant_debug(args.graph, args.calibration, data=args.data,
-                         calibration_count=args.calibration_count,
-                         images=DEFAULT_DEBUG_IMAGES if args.images is None else args.images,
-                         per_tensor=args.per_tensor)
+    with dataset_arguments(args.data, args.image_dir, images_flag="--image-dir"):
+        result = quant_debug(args.graph, args.calibration, data=args.data,
+                             calibration_count=args.calibration_count,
+                             images=DEFAULT_DEBUG_IMAGES if args.images is None else args.images,
+                             per_tensor=args.per_tensor)
     if args.json:
         print_json(result)
         return 0

@@ -9,6 +9,14 @@ Accepted layouts (`open_dataset`):
   itself); with one annotation file it is used, with several the split must be named. The
   synthetic data of `mobiledet data synth` has the splits `train` and `val`.
 
+Images elsewhere (public subsets ship `instances_*.json` beside a folder of another name):
+`open_dataset(json, images=DIR)`, or on the command line `--data FILE.json --images DIR`.
+`dataset_arguments(data, images)` checks such a pair up front (every listed image must be in
+DIR; the error counts the missing ones, names one, and names a folder that holds it when one is
+near) and, while it is active, makes every `open_dataset` of that annotation file in this
+process use DIR: the verbs whose library code opens the dataset itself (train, the recipe
+search, quant-debug, validate) then read the images from DIR without each growing a parameter.
+
 Model classes are 0-based and contiguous, in order of category id: COCO's 80 categories with ids
 1..90 (with gaps) become classes 0..79. `class_to_category_id` maps detections back to the ids
 pycocotools expects.
@@ -21,6 +29,7 @@ inside them.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -195,18 +204,20 @@ class CocoDataset:
 
         Returns the number of images checked; raises DataError listing the missing files.
         """
-        missing = [str(self.image_dir / im["file_name"]) for im in self.images
-                   if not (self.image_dir / im["file_name"]).is_file()]
-        if missing:
-            raise DataError(f"{len(missing)} of {len(self.images)} image files are missing: "
-                            f"{_listing(missing)}.", where=str(self.image_dir),
-                            fix=f"put the images listed in {self.annotation_file} into "
-                                f"{self.image_dir}, or open the dataset with the folder that "
-                                "holds them.")
+        self.check_images(self.image_ids)
         if decode:
             for im in self.images:
                 self.load_image(im["id"])
         return len(self.images)
+
+    def check_images(self, image_ids, images_flag: str = "--images",
+                     given: bool | None = None) -> None:
+        """DataError when any of these images' files is not in the image folder: how many, which
+        (the first few), and the fix, naming a nearby folder that holds them when there is one."""
+        image_ids = list(image_ids)
+        missing = [i for i in image_ids if not self.image_path(i).is_file()]
+        if missing:
+            raise missing_images_error(self, missing, len(image_ids), images_flag, given)
 
     # ------------------------------------------------------------------ annotations
     def annotations_for(self, image_id: int) -> list[dict]:
@@ -447,13 +458,18 @@ def _image_dir_for(ann_path: Path, split: str) -> Path:
     return json_dir
 
 
-def open_dataset(path: str | os.PathLike, split: str | None = None) -> CocoDataset:
+def open_dataset(path: str | os.PathLike, split: str | None = None,
+                 images: str | os.PathLike | None = None) -> CocoDataset:
     """Open one split of a COCO-format dataset (see the module docstring for layouts).
 
     `path`: an annotation .json file, or a dataset folder with annotations/instances_<split>.json.
     `split`: which annotation file of a folder to use; needed when the folder has several. With a
     .json path it only overrides the split name used to find the image folder.
+    `images`: the image folder, when it is not where the layout puts it (default: the folder
+    given to an active `dataset_arguments` for this annotation file, else the layout's).
     """
+    if images is not None:
+        images = _check_image_folder(images, "images")
     p = Path(path)
     if not p.exists():
         raise DataError("dataset path not found.", where=str(p),
@@ -483,4 +499,134 @@ def open_dataset(path: str | os.PathLike, split: str | None = None) -> CocoDatas
                             f"{', '.join(files)}.", where=str(p),
                             fix="name one of the available splits.")
         ann_path = files[split]
-    return CocoDataset.load(ann_path, _image_dir_for(ann_path, split), split=split)
+    image_dir = images or _BOUND_IMAGE_DIRS.get(_key(ann_path)) or _image_dir_for(ann_path, split)
+    return CocoDataset.load(ann_path, image_dir, split=split)
+
+
+# ---------------------------------------------------------------------- --data FILE --images DIR
+_BOUND_IMAGE_DIRS: dict[str, Path] = {}   # resolved annotation file -> image folder
+
+
+def _key(ann_path: Path) -> str:
+    return os.path.normcase(str(Path(ann_path).resolve()))
+
+
+def _check_image_folder(images, flag: str) -> Path:
+    d = Path(images)
+    if not d.exists():
+        raise DataError("image folder not found.", where=f"{flag} {d}",
+                        fix=f"pass as {flag} the folder that holds the image files the "
+                            "annotation file names in its 'file_name' fields.")
+    if not d.is_dir():
+        raise DataError("is a file, not a folder of images.", where=f"{flag} {d}",
+                        fix=f"pass as {flag} the folder that holds the images (the annotation "
+                            "file goes to --data).")
+    return d
+
+
+def _folder_holding(name: str, ds: CocoDataset) -> Path | None:
+    """A folder near the annotation file or the image folder (itself or one level down) that
+    holds the image `name`, so the error can say which folder to pass."""
+    json_dir = ds.annotation_file.parent
+    seen = {ds.image_dir.resolve()}
+    for root in (ds.image_dir, json_dir, json_dir.parent):
+        try:
+            children = sorted(c for c in root.iterdir() if c.is_dir())
+        except OSError:
+            continue
+        for cand in [root] + children:
+            r = cand.resolve()
+            if r not in seen:
+                seen.add(r)
+                if (cand / name).is_file():
+                    return cand
+    return None
+
+
+def missing_images_error(ds: CocoDataset, missing_ids, total: int,
+                         images_flag: str = "--images", given: bool | None = None) -> DataError:
+    """The DataError for images listed in the annotation file but not in its image folder.
+    `given`: the folder came from `images_flag` (default: it is the one bound to the file)."""
+    names = [str(ds.image_record(i)["file_name"]) for i in missing_ids]
+    shown = _listing([str(ds.image_dir / n) for n in names])
+    if given is None:
+        bound = _BOUND_IMAGE_DIRS.get(_key(ds.annotation_file))
+        given = bound is not None and bound.resolve() == ds.image_dir.resolve()
+    near = _folder_holding(names[0], ds)
+    problem = (f"{len(names)} of {total} image files are missing: {shown}. "
+               f"{ds.annotation_file.name} lists them, and they are not in {ds.image_dir}"
+               + (f" (the folder given as {images_flag})." if given else "."))
+    if near is not None:
+        fix = f"pass {images_flag} {near} (it holds {names[0]!r})."
+    elif given:
+        fix = (f"pass as {images_flag} the folder that holds the files named in the annotation "
+               f"file's 'file_name' fields (e.g. {names[0]!r}).")
+    else:
+        fix = (f"put the images listed in {ds.annotation_file} into {ds.image_dir}, or pass "
+               f"--data {ds.annotation_file} {images_flag} DIR with the folder that holds them.")
+    return DataError(problem, where=str(ds.image_dir), fix=fix)
+
+
+@contextlib.contextmanager
+def dataset_arguments(data, images=None, *, data_flag: str = "--data",
+                      images_flag: str = "--images", check: bool = True):
+    """The CLI's `--data PATH [--images DIR]`, checked up front; yields the opened dataset's
+    annotation file path, or None when `data` is not a COCO annotation file (a dataset folder
+    or an image folder: used as before, untouched).
+
+    With `images`, `data` must be an annotation file: it is opened with the images in that
+    folder, every listed image must be there (with `check`), and until the block ends every
+    `open_dataset` of that file in this process uses the folder. An annotation file without
+    `images` is checked the same way against the folder the layout gives, so a missing image is
+    reported before any work starts, with the `--images` fix. `check=False` (for a caller that
+    checks the images it reads itself) skips opening the file: only the arguments are checked.
+    """
+    if data is None:
+        if images is not None:
+            raise DataError(f"{images_flag} was given without {data_flag}.",
+                            where=images_flag,
+                            fix=f"pass {data_flag} with the annotation file "
+                                f"(instances_<split>.json) that lists the images in "
+                                f"{images}.")
+        yield None
+        return
+    p = Path(data)
+    if images is not None:
+        _check_image_folder(images, images_flag)
+        if not p.exists():
+            raise DataError("annotation file not found.",
+                            where=f"{data_flag} {p}" if data_flag else str(p),
+                            fix=f"with {images_flag}, pass {data_flag} the COCO annotation "
+                                "file (instances_<split>.json) that lists those images.")
+        if p.is_dir():
+            files = _annotation_files(p)
+            example = next(iter(files.values()), p / "annotations" / "instances_<split>.json")
+            arg = f"{data_flag} " if data_flag else ""
+            raise DataError(f"{images_flag} goes with an annotation file, and "
+                            f"{data_flag or 'the dataset path'} is a folder.",
+                            where=f"{arg}{p}",
+                            fix=f"pass {arg}{example} {images_flag} {images}; or drop "
+                                f"{images_flag} to use the folder's own layout "
+                                "(annotations/instances_<split>.json beside <split>/).")
+    if images is None and not (p.is_file() and p.suffix.lower() == ".json"):
+        yield None   # a dataset folder or an image folder: as before
+        return
+    if check:
+        ds = open_dataset(p, images=images)
+        ds.check_images(ds.image_ids, images_flag, given=images is not None)
+        ann_path, image_dir = ds.annotation_file, ds.image_dir
+    elif images is None:
+        yield p   # nothing to check, nothing to bind
+        return
+    else:
+        ann_path, image_dir = p, Path(images)
+    key = _key(ann_path)
+    previous = _BOUND_IMAGE_DIRS.get(key)
+    _BOUND_IMAGE_DIRS[key] = image_dir
+    try:
+        yield ann_path
+    finally:
+        if previous is None:
+            _BOUND_IMAGE_DIRS.pop(key, None)
+        else:
+            _BOUND_IMAGE_DIRS[key] = previous

@@ -36,6 +36,9 @@ def register(subparsers) -> None:
         description="Load the annotation file, check every reference and that every image file "
                     "exists (--decode: and decodes at its recorded size).")
     check.add_argument("path", help="an instances_<split>.json file or a dataset folder")
+    check.add_argument("--images", "--image-dir", dest="image_dir", default=None, metavar="DIR",
+                       help="the image folder of an annotation file, when the images are not "
+                            "beside it in <split>/ or images/<split>/")
     check.add_argument("--split", default=None, help="which split of a dataset folder")
     check.add_argument("--decode", action="store_true", help="also decode every image")
     check.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -62,9 +65,11 @@ def run_synth(args: argparse.Namespace) -> int:
 
 def run_check(args: argparse.Namespace) -> int:
     from include.console import format_table, print_json
-    from include.data.coco import open_dataset
+    from include.data.coco import dataset_arguments, open_dataset
 
-    ds = open_dataset(args.path, split=args.split)
+    with dataset_arguments(args.path, args.image_dir, data_flag="", check=False):
+        ds = open_dataset(args.path, split=args.split, images=args.image_dir)
+    ds.check_images(ds.image_ids, given=True if args.image_dir else None)
     ds.check_files(decode=args.decode)
     summary = ds.summary()
     summary["fingerprint"] = ds.fingerprint()

@@ -18,7 +18,11 @@ def register(sub) -> None:
                     "With --qat, fine-tune a float checkpoint (--init) quantization-aware.")
     p.add_argument("--variant", required=True, choices=VARIANTS)
     p.add_argument("--data", required=True, metavar="DIR",
-                   help="dataset folder (annotations/instances_<split>.json) or annotation file")
+                   help="dataset folder (annotations/instances_<split>.json beside <split>/) or "
+                        "an annotation file (instances_*.json)")
+    p.add_argument("--images", "--image-dir", dest="image_dir", default=None, metavar="DIR",
+                   help="the image folder of an annotation file given as --data, when the "
+                        "images are not beside it in <split>/ or images/<split>/")
     p.add_argument("--split", default="train", help="split of a dataset folder (default train)")
     p.add_argument("--out", required=True, metavar="CKPT", help="checkpoint folder to write")
     p.add_argument("--steps", required=True, type=int)
@@ -51,6 +55,24 @@ def register(sub) -> None:
 
 
 def cmd_train(args) -> int:
+    from pathlib import Path
+
+    from include.data.coco import dataset_arguments
+    from include.errors import ConfigError
+
+    if args.eval_split is not None and Path(args.data).is_file():
+        raise ConfigError(f"--eval-split {args.eval_split} names a split of a dataset folder, "
+                          f"and --data is one annotation file ({Path(args.data).name}), so the "
+                          "evaluation would run on the training images.", where="--eval-split",
+                          fix="pass --data the dataset folder (annotations/instances_<split>"
+                              ".json), or leave out --eval-split and evaluate the converted "
+                              "model with `mobiledet evaluate --data instances_val.json "
+                              "[--images DIR]`.")
+    with dataset_arguments(args.data, args.image_dir):   # images checked before training
+        return _train(args)
+
+
+def _train(args) -> int:
     from include.console import print_json
     from include.mobiledet.train import DEFAULT_BATCH, open_split, train
 
