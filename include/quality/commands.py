@@ -7,6 +7,20 @@ from __future__ import annotations
 
 import argparse
 
+LABELS_HELP = ("names for the model's classes, instead of its own label map: a TFOD "
+               "label_map.pbtxt (item id N names output class N-1; id 0 is the background) or a "
+               "labels.txt (line N names output class N-1, i.e. TFOD id N; '???' marks an unused "
+               "id, no background line)")
+DATA_HELP = ("dataset folder (annotations/instances_<split>.json beside <split>/) or an annotation "
+             "file (instances_*.json)")
+IMAGES_HELP = ("the image folder of an annotation file given as --data, when the images are not "
+               "beside it in <split>/ or images/<split>/")
+
+
+def add_image_dir(parser, *flags: str) -> None:
+    """--images DIR (and the alias --image-dir; only --image-dir where --images is a count)."""
+    parser.add_argument(*flags, dest="image_dir", default=None, metavar="DIR", help=IMAGES_HELP)
+
 
 def register(sub) -> None:
     ev = sub.add_parser(
@@ -16,9 +30,12 @@ def register(sub) -> None:
                     "per category. With --reference: the reference's metrics, the drop and the "
                     "agreement of the two models.")
     ev.add_argument("--model", required=True, help="the .tflite to evaluate")
-    ev.add_argument("--data", required=True, metavar="COCO",
-                    help="dataset folder (annotations/instances_<split>.json) or annotation file")
+    ev.add_argument("--data", required=True, metavar="COCO", help=DATA_HELP)
+    add_image_dir(ev, "--images", "--image-dir")
     ev.add_argument("--split", default=None, help="dataset split (default: val if present)")
+    ev.add_argument("--labels", default=None, metavar="FILE",
+                    help=LABELS_HELP + "; matched to the dataset's categories by name, else by "
+                                       "id (TFOD: label id = category id)")
     ev.add_argument("--max-images", type=int, default=None, metavar="N",
                     help="evaluate the first N images only")
     ev.add_argument("--threads", type=int, default=None, metavar="T",
@@ -48,7 +65,9 @@ def register(sub) -> None:
                     "expectation fails.")
     va.add_argument("--model", required=True, help="the .tflite to check")
     va.add_argument("--data", default=None, metavar="DIR",
-                    help="COCO dataset or image folder (default: seeded noise images)")
+                    help="COCO dataset (folder or instances_*.json) or image folder (default: "
+                         "seeded noise images)")
+    add_image_dir(va, "--image-dir")
     va.add_argument("--images", type=int, default=8, metavar="K", help="images to run (default 8)")
     va.add_argument("--out-dir", default=None, metavar="DIR",
                     help="where the result JSON and Data Docs go (default: <stem>_validation/ "
@@ -80,9 +99,9 @@ def register(sub) -> None:
     vi.add_argument("--model", required=True, help="the .tflite to run")
     vi.add_argument("--image", required=True, help="the image file")
     vi.add_argument("--threshold", type=float, default=0.3, help="score threshold (default 0.3)")
-    vi.add_argument("--labels", default=None, metavar="DATA_OR_JSON",
-                    help="COCO dataset or JSON label map for class names (default: the label "
-                         "map in the conversion report, else 'class N')")
+    vi.add_argument("--labels", default=None, metavar="FILE",
+                    help=LABELS_HELP + "; or a JSON label map or a COCO dataset (default: the "
+                                       "label map in the conversion report, else 'class N')")
     vi.add_argument("--out", required=True, help="the PNG to write")
     vi.add_argument("--json", action="store_true", help="print the detections as JSON")
     vi.set_defaults(func=cmd_visualize)
@@ -93,22 +112,26 @@ def _fmt(v) -> str:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from include.atomic import write_json_atomic
     from include.console import format_table, print_json
-    from include.quality.evaluate import METRIC_NAMES, write_json_atomic, evaluate
+    from include.data.coco import dataset_arguments
+    from include.quality.evaluate import METRIC_NAMES, evaluate
 
-    result = evaluate(args.model, args.data, split=args.split, max_images=args.max_images,
-                      threads=args.threads, reference=args.reference, out=args.out,
-                      agreement_threshold=args.agreement_threshold, strategy=args.strategy,
-                      show_progress=not args.json)
+    # evaluate() checks the images itself (only the --max-images it reads)
+    with dataset_arguments(args.data, args.image_dir, check=False):
+        result = evaluate(args.model, args.data, split=args.split, max_images=args.max_images,
+                          threads=args.threads, reference=args.reference, out=args.out,
+                          agreement_threshold=args.agreement_threshold, strategy=args.strategy,
+                          show_progress=not args.json, images=args.image_dir,
+                          labels=args.labels)
     if args.metrics_out:
-        from pathlib import Path
-
-        write_json_atomic(Path(args.metrics_out), result)
+        write_json_atomic(args.metrics_out, result)
     if args.json:
         print_json(result)
         return 0
     print(f"{result['model']} on {result['data']} ({result['images']} images, "
           f"{result['detections']} detections, {result['categories_evaluated']} categories)")
+    print(f"classes: {result['class_mapping']}")
     ref = result.get("reference")
     headers = ["metric", "model"] + (["reference", "drop"] if ref else [])
     rows = []
@@ -133,8 +156,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from include.console import format_table, print_json
     from include.quality.validate import failure_error, validate
 
-    summary = validate(args.model, data=args.data, images=args.images, out_dir=args.out_dir,
-                       expect_input_dtype=args.expect_input_dtype, num_classes=args.num_classes)
+    from include.data.coco import dataset_arguments
+
+    with dataset_arguments(args.data, args.image_dir, images_flag="--image-dir"):
+        summary = validate(args.model, data=args.data, images=args.images,
+                           out_dir=args.out_dir, expect_input_dtype=args.expect_input_dtype,
+                           num_classes=args.num_classes)
     if args.json:
         print_json(summary)
     else:

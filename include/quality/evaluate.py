@@ -15,9 +15,12 @@ detections taken as ground truth (those at or above `agreement_threshold`, 0.3 b
 agreement needs no labels, so it shows how far quantisation moved the outputs even where the
 ground truth is thin.
 
-Classes -> category ids: the label map the conversion report (`<stem>.conversion.json`) carries
-from the checkpoint ({class index: {name, category_id}}) when its ids are in the dataset; else the
-dataset's categories in id order (class k -> k-th category, as `include.data.coco` trains them).
+Classes -> category ids: with `labels` (a TFOD label_map.pbtxt, a labels.txt or a JSON label
+map; `include.data.labels`), its names matched to the dataset's category names, else its ids
+taken as category ids (TFOD's convention); without, the label map the conversion report
+(`<stem>.conversion.json`) carries from the checkpoint ({class index: {name, category_id}}) when
+its ids are in the dataset; else the dataset's categories in id order (class k -> k-th category,
+as `include.data.coco` trains them).
 Only the categories the model can predict are evaluated (all of them for a model trained on the
 dataset); detections of classes without a category in the dataset are dropped and counted.
 
@@ -47,7 +50,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
-import json
 import os
 import threading
 import time
@@ -57,6 +59,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from include.atomic import atomic_path, write_json_atomic
 from include.errors import ConfigError, DataError
 
 METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl",
@@ -216,10 +219,70 @@ def to_coco_results(image_id: int, dets: dict, width: int, height: int,
     return out, dropped
 
 
-def class_mapping(dataset, model_path, num_classes: int | None) -> tuple[dict[int, int], str]:
-    """{model class index: dataset category id} and where it came from (see module docstring)."""
+def _mapping_from_labels(dataset, label_map: dict, source: str) -> tuple[dict[int, int], str]:
+    """A label file's classes -> the dataset's categories: by name (name or display_name, case
+    aside) when any name matches, else by id (TFOD: the label id is the category id)."""
+    by_name = {str(c["name"]).casefold(): c["id"] for c in dataset.categories}
+    named = {}
+    for k, v in label_map.items():
+        for name in v.get("names") or [v["name"]]:
+            cid = by_name.get(str(name).casefold())
+            if cid is not None:
+                named[k] = cid
+                break
+    if named:
+        return named, (f"{source} (matched by category name: {len(named)} of "
+                       f"{len(label_map)} classes)")
+    cats = set(dataset.category_ids)
+    by_id = {k: int(v["category_id"]) for k, v in label_map.items()
+             if isinstance(v.get("category_id"), int) and v["category_id"] in cats}
+    if by_id:
+        return by_id, (f"{source} (no name matches a category; label ids taken as category "
+                       f"ids: {len(by_id)} of {len(label_map)} classes)")
+    raise DataError(f"no class of {source} matches a category of the dataset: no name "
+                    f"({_names(v['name'] for v in label_map.values())}) is a category name "
+                    f"({_names(dataset.class_names)}) and no id is a category id.",
+                    where=str(dataset.annotation_file),
+                    fix="pass --labels with the label file of the classes this model was "
+                        "trained on, or evaluate on the dataset they come from.")
+
+
+def _names(names, limit: int = 5) -> str:
+    names = [str(n) for n in names]
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit
+                                       else "")
+
+
+def load_labels(labels) -> tuple[dict[int, dict], str]:
+    """{class: {name, category_id[, names]}} of a `--labels` file and a description of it: a
+    TFOD label_map.pbtxt or labels.txt (include.data.labels), or a JSON label map (a conversion
+    report, an export.json or {"0": "person", ...})."""
+    from include.data.labels import read_labels
+
+    p = Path(labels)
+    if p.suffix.lower() == ".json":
+        from include.quality.visualize import names_from_json
+
+        found = names_from_json(p)
+        if not found:
+            raise DataError("is a COCO annotation file, not a label map.", where=str(p),
+                            fix="pass the dataset as --data; --labels takes a label_map.pbtxt, a "
+                                "labels.txt or a JSON label map.")
+        return found, f"--labels {p}"
+    return read_labels(p), f"--labels {p}"
+
+
+def class_mapping(dataset, model_path, num_classes: int | None, labels=None,
+                  labels_source: str = "--labels") -> tuple[dict[int, int], str]:
+    """{model class index: dataset category id} and where it came from (see module docstring).
+    `labels`: a label file (path), or an already read {class: {name, category_id}} map named
+    `labels_source`."""
     from include.quality.runner import find_label_map, read_conversion_json
 
+    if labels is not None:
+        if not isinstance(labels, dict):
+            labels, labels_source = load_labels(labels)
+        return _mapping_from_labels(dataset, labels, labels_source)
     cats = set(dataset.category_ids)
     label_map = find_label_map(read_conversion_json(model_path) or {})
     if label_map:
@@ -325,24 +388,9 @@ def _detect_all(model_path, dataset, image_ids: list[int], threads: int, strateg
     return results, setup_seconds, time.perf_counter() - started
 
 
-def _check_images(dataset, image_ids):
-    missing = [str(dataset.image_path(i)) for i in image_ids if not dataset.image_path(i).is_file()]
-    if missing:
-        shown = ", ".join(missing[:5]) + (f" (and {len(missing) - 5} more)" if len(missing) > 5
-                                          else "")
-        raise DataError(f"{len(missing)} of {len(image_ids)} image files are missing: {shown}.",
-                        where=str(dataset.image_dir),
-                        fix=f"put the images listed in {dataset.annotation_file} into "
-                            f"{dataset.image_dir}, or point --data at the folder that holds them.")
-
-
-def write_json_atomic(path: Path, obj) -> None:
-    from include.console import to_jsonable
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.parent / f".{path.name}.partial"
-    partial.write_text(json.dumps(to_jsonable(obj)))
-    os.replace(partial, path)
+def _check_images(dataset, image_ids, given: bool | None = None):
+    """DataError naming the missing image files (include.data.coco.CocoDataset.check_images)."""
+    dataset.check_images(image_ids, given=given)
 
 
 def default_split(path, split=None, any_split: bool = False):
@@ -416,12 +464,9 @@ class EvalInputs:
 
     def save(self, path) -> Path:
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.parent / f".{path.name}.partial"
-        with open(partial, "wb") as fh:
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
             np.savez(fh, image_ids=np.asarray(self.image_ids, dtype=np.int64),
                      pixels=self.pixels)
-        os.replace(partial, path)
         return path
 
     @classmethod
@@ -431,16 +476,17 @@ class EvalInputs:
 
 
 def preprocess_inputs(data, size: int, *, split: str | None = None,
-                      max_images: int | None = None, threads: int | None = None) -> EvalInputs:
-    """Decode and resize the images `evaluate(data, max_images=...)` reads, once, in
+                      max_images: int | None = None, threads: int | None = None,
+                      images=None) -> EvalInputs:
+    """Decode and resize the images `evaluate(data, max_images=..., images=...)` reads, once, in
     `threads` threads (Pillow releases the GIL while it decodes and resizes)."""
     from include.data.coco import open_dataset
     from include.data.preprocess import preprocess_uint8
     from include.quality.runner import default_threads
 
-    dataset = open_dataset(data, split=default_split(data, split))
+    dataset = open_dataset(data, split=default_split(data, split), images=images)
     image_ids = dataset.image_ids[:max_images] if max_images else dataset.image_ids
-    _check_images(dataset, image_ids)
+    _check_images(dataset, image_ids, given=True if images is not None else None)
     pixels = np.empty((len(image_ids), int(size), int(size), 3), dtype=np.uint8)
 
     def one(k):
@@ -454,11 +500,14 @@ def preprocess_inputs(data, size: int, *, split: str | None = None,
 def evaluate(model, data, *, split: str | None = None, max_images: int | None = None,
              threads: int | None = None, reference=None, out=None,
              agreement_threshold: float = AGREEMENT_THRESHOLD, strategy: str = DEFAULT_STRATEGY,
-             show_progress: bool = True, inputs: "EvalInputs | None" = None) -> dict:
+             show_progress: bool = True, inputs: "EvalInputs | None" = None, images=None,
+             labels=None) -> dict:
     """Evaluate `model` (.tflite) on a COCO-format dataset; see the module docstring.
 
     data: a dataset folder or annotation file (`include.data.coco.open_dataset`); split defaults
-    to `val` when the folder has one. max_images: the first N images in file order. threads:
+    to `val` when the folder has one. images: the image folder of an annotation file whose
+    images are not where the layout puts them. labels: a label file naming the model's classes
+    (label_map.pbtxt, labels.txt, JSON), used instead of the model's own label map. max_images: the first N images in file order. threads:
     worker count (default: the cores available). reference: the float .tflite to compare with.
     out: where to write the detections as COCO results (written atomically).
     inputs: the evaluated images already decoded and resized to the model's input size
@@ -489,22 +538,26 @@ def evaluate(model, data, *, split: str | None = None, max_images: int | None = 
                           f"{agreement_threshold!r}.", where="agreement_threshold",
                           fix="use e.g. 0.3.")
 
-    dataset = open_dataset(data, split=default_split(data, split))
+    given = True if images is not None else None   # None: bound by dataset_arguments, or not
+    dataset = open_dataset(data, split=default_split(data, split), images=images)
     image_ids = dataset.image_ids[:max_images] if max_images else dataset.image_ids
     if not image_ids:
         raise DataError("the dataset has no images to evaluate.",
                         where=str(dataset.annotation_file), fix="use a split with images.")
     if inputs is None or not inputs.covers(image_ids):
-        _check_images(dataset, image_ids)  # decoded once: the image files need not be here
+        _check_images(dataset, image_ids, given)  # decoded once: the files need not be here
 
     # Fail fast, before any long run, on a model that breaks the I/O contract or whose classes
     # cannot be matched to the dataset's categories.
     probe = Detector(model, threads=1)
-    mapping, mapping_source = class_mapping(dataset, model, model_info(model)["num_classes"])
+    label_map, labels_source = load_labels(labels) if labels is not None else (None, None)
+    mapping, mapping_source = class_mapping(dataset, model, model_info(model)["num_classes"],
+                                            label_map, labels_source)
     ref_mapping = None
-    if reference is not None:
+    if reference is not None:   # the float model of the same checkpoint: the same classes
         Detector(reference, threads=1)
-        ref_mapping, _ = class_mapping(dataset, reference, model_info(reference)["num_classes"])
+        ref_mapping, _ = class_mapping(dataset, reference, model_info(reference)["num_classes"],
+                                       label_map, labels_source)
     category_ids = sorted(set(mapping.values()))
     gt_coco = load_ground_truth(dataset)
 
@@ -512,7 +565,7 @@ def evaluate(model, data, *, split: str | None = None, max_images: int | None = 
 
     if inputs is not None and (inputs.size != probe.input_size or not inputs.covers(image_ids)):
         inputs = None
-        _check_images(dataset, image_ids)
+        _check_images(dataset, image_ids, given)
 
     def run(path, desc, mapping):
         raw, setup, seconds = _detect_all(path, dataset, image_ids, threads, strategy, desc,
@@ -529,12 +582,13 @@ def evaluate(model, data, *, split: str | None = None, max_images: int | None = 
     dets, dropped, detect_seconds = run(model, f"evaluate {Path(model).name}", mapping)
     if out is not None:
         out = Path(out)
-        write_json_atomic(out, dets)
+        write_json_atomic(out, dets, indent=None)
     t0 = time.perf_counter()
     ev = _cocoeval(gt_coco, dets, image_ids, category_ids)
     result: dict[str, Any] = {
         "model": str(model),
         "data": str(dataset.annotation_file),
+        "image_dir": str(dataset.image_dir),
         "split": dataset.split,
         "metrics": _metrics_of(ev),
         "per_category": _per_category(ev, gt_coco),
@@ -545,6 +599,9 @@ def evaluate(model, data, *, split: str | None = None, max_images: int | None = 
         "category_ids": category_ids,
         "decoded_once": inputs is not None,
         "class_mapping": mapping_source,
+        "labels_source": labels_source or ("conversion report"
+                                           if mapping_source.startswith("label map") else
+                                           "dataset categories"),
         "results_file": str(out) if out is not None else None,
     }
     coco_seconds = time.perf_counter() - t0

@@ -5,20 +5,25 @@ they are scaled by the ORIGINAL image's width and height and drawn on the origin
 keep their size. Boxes are clipped to the image.
 
 Class names, first found wins:
-1. `labels`: a COCO dataset (folder or instances_*.json: its categories, matched to the model's
-   classes as the evaluation matches them) or a JSON file holding a label map -- a conversion
-   report, an export.json, or a plain {"0": "person", ...} / {"0": {"name": ...}} map;
+1. `labels` (`--labels FILE`, which overrides the model's own names): a TFOD label_map.pbtxt
+   (item id N names output class N-1) or a labels.txt (line N names output class N-1; see
+   include/data/labels.py), a JSON file holding a label map -- a conversion report, an
+   export.json, or a plain {"0": "person", ...} / {"0": {"name": ...}} map -- or a COCO dataset
+   (folder or instances_*.json: its categories, matched to the model's classes as the
+   evaluation matches them);
 2. the label map in the model's conversion report (`<stem>.conversion.json`);
 3. "class N".
+The result's `labels_source` names where the names came from (the file, "conversion report" or
+"class indices"), `labels_format` which kind of file it was.
 """
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
+from include.atomic import atomic_path
 from include.errors import DataError
 
 PALETTE = ((230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
@@ -26,15 +31,18 @@ PALETTE = ((230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 13
            (0, 128, 128), (170, 110, 40), (128, 0, 0), (128, 128, 0), (0, 0, 128))
 
 
-def _names_from_json(path: Path) -> dict[int, str]:
+def names_from_json(path: Path) -> dict[int, dict]:
+    """{class: {name, category_id}} of a JSON label map (a conversion report, an export.json,
+    {"0": "person", ...}); {} for a COCO annotation file (a dataset, not a label map)."""
     from include.quality.runner import find_label_map
 
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DataError(f"the label file cannot be read as JSON ({exc}).", where=str(path),
-                        fix="pass a COCO dataset, a conversion report or a JSON label map "
-                            "{\"0\": \"name\", ...}.") from None
+                        fix="pass a COCO dataset, a conversion report, a JSON label map "
+                            "{\"0\": \"name\", ...}, a label_map.pbtxt or a labels.txt.") \
+            from None
     if isinstance(data, dict) and all(k in data for k in ("images", "annotations",
                                                           "categories")):
         return {}  # a COCO annotation file: handled by the dataset path
@@ -45,33 +53,53 @@ def _names_from_json(path: Path) -> dict[int, str]:
         raise DataError("no label map found in the file.", where=str(path),
                         fix="pass a COCO dataset, a conversion report (with the checkpoint's "
                             "label_map) or a JSON map {\"0\": \"person\", ...}.")
-    return {k: v["name"] for k, v in found.items()}
+    return found
 
 
-def class_names(model_path, labels=None, num_classes: int | None = None) -> tuple[dict[int, str], str]:
+def label_file_names(labels, model_path=None, num_classes: int | None = None
+                     ) -> tuple[dict[int, str], str, str]:
+    """{class index: name}, the source (the file read) and its format, of a `--labels` file."""
+    from include.data.labels import is_label_map_text, read_labels
+
+    p = Path(labels)
+    if not p.exists():
+        raise DataError("label source not found.", where=str(p),
+                        fix="pass a TFOD label_map.pbtxt, a labels.txt (one name per line), a "
+                            "JSON label map, or a COCO dataset folder or instances_*.json file.")
+    if p.is_file() and p.suffix.lower() != ".json":
+        found = read_labels(p)
+        head = p.read_bytes()[:1 << 16].decode("utf-8-sig", "replace")
+        fmt = "label_map.pbtxt" if p.suffix.lower() == ".pbtxt" or is_label_map_text(head) \
+            else "labels.txt"
+        return {k: v["name"] for k, v in found.items()}, str(p), fmt
+    found = names_from_json(p) if p.is_file() else {}
+    if found:
+        return {k: v["name"] for k, v in found.items()}, str(p), "json"
+    from include.data.coco import open_dataset
+    from include.quality.evaluate import class_mapping, default_split
+
+    ds = open_dataset(p, split=default_split(p, any_split=True))
+    mapping, _ = class_mapping(ds, model_path, num_classes)
+    by_id = {c["id"]: str(c["name"]) for c in ds.categories}
+    return {k: by_id[cid] for k, cid in mapping.items()}, str(ds.annotation_file), "coco"
+
+
+def class_names(model_path, labels=None, num_classes: int | None = None
+                ) -> tuple[dict[int, str], str]:
     """{class index: name} and where the names came from (see the module docstring)."""
+    names, source, _ = _class_names(model_path, labels, num_classes)
+    return names, source
+
+
+def _class_names(model_path, labels, num_classes):
     from include.quality.runner import find_label_map, read_conversion_json
 
     if labels is not None:
-        p = Path(labels)
-        if not p.exists():
-            raise DataError("label source not found.", where=str(p),
-                            fix="pass a COCO dataset folder, an instances_*.json file or a JSON "
-                                "label map.")
-        names = _names_from_json(p) if p.is_file() and p.suffix == ".json" else {}
-        if names:
-            return names, str(p)
-        from include.data.coco import open_dataset
-        from include.quality.evaluate import class_mapping, default_split
-
-        ds = open_dataset(p, split=default_split(p, any_split=True))
-        mapping, _ = class_mapping(ds, model_path, num_classes)
-        by_id = {c["id"]: str(c["name"]) for c in ds.categories}
-        return {k: by_id[cid] for k, cid in mapping.items()}, str(ds.annotation_file)
+        return label_file_names(labels, model_path, num_classes)
     label_map = find_label_map(read_conversion_json(model_path) or {})
     if label_map:
-        return {k: v["name"] for k, v in label_map.items()}, "conversion report"
-    return {}, "class indices"
+        return {k: v["name"] for k, v in label_map.items()}, "conversion report", "conversion report"
+    return {}, "class indices", None
 
 
 def draw_detections(image: np.ndarray, detections: list[dict]):
@@ -120,7 +148,8 @@ def visualize(model, image, out, *, threshold: float = 0.3, labels=None,
     pixels = load_image(image)  # DataError naming the file when missing or broken
     det = Detector(model, threads=threads)
     found = det.detect(preprocess(pixels, det.input_size))
-    names, names_source = class_names(model, labels, model_info(model)["num_classes"])
+    names, names_source, names_format = _class_names(model, labels,
+                                                     model_info(model)["num_classes"])
     h, w = pixels.shape[:2]
     drawn = []
     for box, cls, score in zip(found["boxes"], found["classes"], found["scores"]):
@@ -133,18 +162,16 @@ def visualize(model, image, out, *, threshold: float = 0.3, labels=None,
                               round(ymax * h, 1)]})
     picture = draw_detections(pixels, drawn)
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.parent / f".{out.name}.partial"
-    fmt = "PNG" if out.suffix.lower() in ("", ".png") else None
     try:
-        picture.save(partial, format=fmt or _image_format(out))
+        fmt = "PNG" if out.suffix.lower() in ("", ".png") else _image_format(out)
+        with atomic_path(out) as tmp:
+            picture.save(tmp, format=fmt)
     except (ValueError, KeyError) as exc:
         raise DataError(f"cannot write an image with suffix {out.suffix!r} ({exc}).",
                         where=str(out), fix="use a .png (or .jpg) output path.") from None
-    os.replace(partial, out)
     return {"out": str(out), "image": str(image), "width": w, "height": h,
             "threshold": float(threshold), "labels_source": names_source,
-            "detections": drawn}
+            "labels_format": names_format, "detections": drawn}
 
 
 def _image_format(path: Path) -> str:
