@@ -189,6 +189,12 @@ def test_checkpoints_landing_start_their_own_runs(deployment, s3_process, inputs
             continue
         assert f"task_id='{ti['task_id']}'" in worker_log, ti["task_id"]
     assert "Executing workload in Celery" in worker_log
+    # the worker imported TensorFlow once, before its pool forked (celery_worker.py): the
+    # tasks forked from it find it in memory instead of paying 5+ s each
+    assert "mobiledet worker preload: " in worker_log and "tensorflow" in worker_log
+    tf_imports = [p["wall_s"] for s in report["stages"] for p in s.get("parts") or []
+                  if p["name"] == "tensorflow import"]
+    assert tf_imports and max(tf_imports) < 1.0, tf_imports
     seen |= {first["dag_run_id"]}
 
     # the downstream DAG scheduled on the published edgetpu/float32 asset runs by itself

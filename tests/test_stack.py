@@ -52,7 +52,7 @@ def test_environment_settings_agree(tmp_path):
     assert env["MOBILEDET_STORE"] == "s3://models/mobiledet"
     assert "127.0.0.1" in env["NO_PROXY"]
     local = airflow_environment(AirflowSettings(home=tmp_path), base={})
-    assert local["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
+    assert local["AIRFLOW__CORE__EXECUTOR"] == "include.pipeline.executors.PreloadingLocalExecutor"
     assert local["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("sqlite:////")
 
 
@@ -227,6 +227,12 @@ def test_serve_runs_the_dag_for_run_airflow_and_stops_on_sigterm(tmp_path, tiny_
                 "store": None, "precisions": ["float32"], "overrides": FAST, "variants": None}
         assert run_on_airflow(args, conf) == 0
         assert list((tmp_path / "default-store").rglob("manifest.json"))
+        # the LocalExecutor's workers imported TensorFlow before forking the tasks
+        # (include/pipeline/executors.py): no task paid for it
+        [report] = (tmp_path / "default-store").rglob("report.json")
+        tf_imports = [p["wall_s"] for s in json.loads(report.read_text())["stages"]
+                      for p in s.get("parts") or [] if p["name"] == "tensorflow import"]
+        assert tf_imports and max(tf_imports) < 1.0, tf_imports
 
         os.kill(serve.pid, signal.SIGTERM)
         serve.popen.wait(90)

@@ -45,9 +45,14 @@ REPO = Path(__file__).resolve().parents[2]
 DAGS = REPO / "dags"
 DAG_ID = "mobiledet_convert"
 
-EXECUTORS = {"local": "LocalExecutor", "celery": "CeleryExecutor"}
+#: `local` is Airflow's LocalExecutor whose worker processes preload TensorFlow and Great
+#: Expectations (include/pipeline/executors.py); `celery` preloads through
+#: CELERY_CONFIG_OPTIONS. The plain "LocalExecutor" class name is accepted too.
+PRELOADING_LOCAL = "include.pipeline.executors.PreloadingLocalExecutor"
+EXECUTORS = {"local": PRELOADING_LOCAL, "celery": "CeleryExecutor"}
 CORE_COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 WORKER = "celery-worker"
+CELERY_CONFIG_OPTIONS = "include.pipeline.celery_worker.CELERY_CONFIG"
 # Which entry of /api/v2/monitor/health reports each component's heartbeat.
 HEALTH_KEYS = {"scheduler": "scheduler", "dag-processor": "dag_processor",
                "triggerer": "triggerer"}
@@ -334,7 +339,7 @@ class AirflowSettings:
         return Path(self.home) / "simple_auth_manager_passwords.json.generated"
 
     def validate(self) -> None:
-        if self.executor_class not in ("LocalExecutor", "CeleryExecutor"):
+        if self.executor_class not in ("LocalExecutor", PRELOADING_LOCAL, "CeleryExecutor"):
             raise ConfigError(f"executor {self.executor!r} is not supported here.",
                               where="--executor", fix="use local or celery.")
         if self.celery and not self.broker_url:
@@ -425,6 +430,9 @@ def airflow_environment(settings: AirflowSettings,
         env["AIRFLOW__CELERY__BROKER_URL"] = settings.broker_url
         env["AIRFLOW__CELERY__RESULT_BACKEND"] = settings.result_backend or f"db+{conn}"
         env["AIRFLOW__CELERY__WORKER_CONCURRENCY"] = str(settings.worker_concurrency)
+        # Airflow's Celery defaults plus TensorFlow / Great Expectations imported once per
+        # worker, before its pool forks (include/pipeline/celery_worker.py).
+        env.setdefault("AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS", CELERY_CONFIG_OPTIONS)
     # Loopback traffic (execution API, S3 on 127.0.0.1, the broker) never goes through a proxy.
     for var in ("NO_PROXY", "no_proxy"):
         current = env.get(var, "")

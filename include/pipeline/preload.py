@@ -1,0 +1,84 @@
+"""Import the heavy libraries once in a long-lived worker process, before it forks tasks.
+
+On Linux an Airflow 3 worker runs each task in a process *forked* from the worker process (the
+task SDK's supervisor forks, it does not exec). A task that converts or evaluates a model
+spends 5-6 s importing TensorFlow and about 3.5 s importing Great Expectations before it does
+anything, which at the sizes a landing run converts is about half of all task time. Imported
+once in the worker, every task forked from it starts with them in memory (copy-on-write).
+
+Used by both executors the product deploys:
+- Celery: include/pipeline/celery_worker.py imports them at `worker_init`, in the worker's main
+  process before it forks its pool;
+- LocalExecutor: include/pipeline/executors.py's PreloadingLocalExecutor imports them in each
+  of its worker processes as it starts.
+
+Fork safety: importing TensorFlow creates no session, thread pool or device context (those
+are made on first use, in the task process after the fork); tests/test_celery_worker.py runs a
+conversion and an interpreter in a process forked after the preload. Only third-party
+libraries are preloaded: the project's own modules are still imported fresh by each task.
+
+`MOBILEDET_WORKER_PRELOAD=0` turns it off (bench/pipeline.py measures the Celery worker both
+ways).
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import os
+import time
+
+log = logging.getLogger(__name__)
+
+#: imported in this order; a missing one is skipped with a log line (a worker image without
+#: Great Expectations then only pays for it in the tasks that need it).
+PRELOAD_MODULES = (
+    "numpy",
+    "PIL.Image",
+    "tensorflow",
+    "tf_keras",
+    "great_expectations",
+    "pycocotools.coco",
+    "pycocotools.cocoeval",
+)
+
+
+def preload_enabled(env=os.environ) -> bool:
+    value = env.get("MOBILEDET_WORKER_PRELOAD", "1").strip().lower()
+    return value not in ("0", "false", "no", "off", "")
+
+
+def preload(modules=PRELOAD_MODULES) -> dict[str, float]:
+    """Import `modules`; returns seconds per module imported (missing ones are left out)."""
+    from include.console import QuietNativeStderr
+
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")   # as include/__init__.py sets it
+    took: dict[str, float] = {}
+    quiet = os.environ.get("MOBILEDET_VERBOSE", "") in ("", "0")
+    # TensorFlow's C++ start-up notices (CUDA probing, oneDNN) would otherwise land in the
+    # worker's log each start; the filter passes everything else, and its pump thread ends
+    # with the block, before anything forks.
+    with QuietNativeStderr() if quiet else contextlib.nullcontext():
+        for name in modules:
+            start = time.perf_counter()
+            try:
+                importlib.import_module(name)
+            except ImportError as exc:
+                log.warning("mobiledet worker preload: %s is not installed (%s); tasks that "
+                            "need it will import it themselves.", name, exc)
+                continue
+            took[name] = round(time.perf_counter() - start, 2)
+    return took
+
+
+def preload_worker(where: str) -> dict[str, float]:
+    """The worker's preload, logged; nothing when MOBILEDET_WORKER_PRELOAD=0."""
+    if not preload_enabled():
+        log.info("mobiledet worker preload off in %s (MOBILEDET_WORKER_PRELOAD=0).", where)
+        return {}
+    start = time.perf_counter()
+    took = preload()
+    log.warning("mobiledet worker preload: %s imported in %s in %.1f s (%s)", ", ".join(took),
+                where, time.perf_counter() - start,
+                ", ".join(f"{k} {v:.1f} s" for k, v in took.items()))
+    return took
