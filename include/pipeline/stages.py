@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import re
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -370,28 +371,71 @@ def convert_stage(settings: dict, job: dict) -> dict:
 
 
 def _convert(settings: dict, job: dict, meter) -> dict:
-    store = _store(settings)
-    conn = settings["config"].get("conn_id")
+    cfg = settings["config"]
     key = f"{_prefix(settings, job['ckpt_id'])}/{job['precision']}"
+    out = convert_step(job["export_uri"], job["precision"], _store(settings).uri(
+        f"{key}/model.tflite"), calibration=settings["calibration"]
+        if job["precision"] == "int8" else None,
+        calibration_count=cfg.get("calibration_count", 100), conn_id=cfg.get("conn_id"),
+        meter=meter)
+    return {**job, **{k: v for k, v in out.items() if k != "precision"}}
+
+
+class _NoMeter:
+    """Stands in for a task meter where nobody records costs (an operator in a user's DAG)."""
+
+    parts: dict = {}
+
+    @contextmanager
+    def part(self, name: str):
+        yield
+
+    def split(self, name: str, pieces: dict) -> None:
+        pass
+
+    def rename(self, name: str, new: str) -> None:
+        pass
+
+
+def _put(local: Path, uri: str, conn_id: str | None) -> str:
+    """Upload a local file to the file URI (or local path) `uri`; returns its URI."""
+    from include.store import open_store
+
+    parent, _, name = str(uri).rstrip("/").rpartition("/")
+    return open_store(parent, conn_id=conn_id).put_file(str(local), name)
+
+
+def convert_step(graph: str, precision: str, output: str, *, calibration: str | None = None,
+                 calibration_count: int = 100, conn_id: str | None = None,
+                 options: dict | None = None, output_type: str | None = None,
+                 meter=None) -> dict:
+    """One conversion with the store on both sides: the export folder or TFOD bundle `graph`
+    (a local path or store URI) -> `output` (.../model.tflite, a local path or store URI) and
+    conversion.json next to it. For int8, only the `calibration_count` sampled calibration
+    images are downloaded. Used by the pipeline's convert stage and by TFLiteConvertOperator.
+
+    Returns {model_uri, conversion_uri, size_bytes, sha256, input, warnings, precision}."""
+    meter = meter or _NoMeter()
     with tempfile.TemporaryDirectory(prefix="mobiledet-convert-") as tmp:
         with meter.part("tensorflow import"):
             import tensorflow  # noqa: F401  (timed apart: every task process pays it once)
             from include.convert.recipes import convert
         with meter.part("download"):
-            export = _local(job["export_uri"], tmp, conn)
-            calibration = None
-            if job["precision"] == "int8":
+            export = _local(graph, tmp, conn_id)
+            local_calibration = None
+            if calibration is not None and precision == "int8":
                 from include.convert.calibration import calibration_files
                 from include.pipeline.inputs import dataset_copy
 
-                count = settings["config"].get("calibration_count", 100)
-                calibration = dataset_copy(settings["calibration"], Path(tmp) / "calibration",
-                                           conn, images=lambda root: _coco_or_all(
-                                               root, lambda: calibration_files(root, count)))
+                local_calibration = dataset_copy(
+                    calibration, Path(tmp) / "calibration", conn_id,
+                    images=lambda root: _coco_or_all(
+                        root, lambda: calibration_files(root, calibration_count)))
         model = Path(tmp) / "out" / "model.tflite"
         with meter.part("conversion"):
-            report = convert(export, job["precision"], model, calibration=calibration,
-                             calibration_count=settings["config"].get("calibration_count", 100))
+            report = convert(export, precision, model, calibration=local_calibration,
+                             calibration_count=calibration_count, options=options,
+                             output_type=output_type)
         # conversion.json times the converter itself (for int8 that includes the calibration
         # passes); the rest is reading the graph, decoding calibration images, the smoke run
         converter_s = report.get("seconds")
@@ -399,13 +443,14 @@ def _convert(settings: dict, job: dict, meter) -> dict:
         if isinstance(converter_s, (int, float)) and 0 < converter_s <= part:
             meter.split("conversion", {"graph load, calibration images, smoke run":
                                        part - converter_s})
-            if job["precision"] == "int8":
+            if precision == "int8":
                 meter.rename("conversion", "calibration and conversion")
         with meter.part("upload"):
-            model_uri = store.put_file(str(model), f"{key}/model.tflite")
-            conv_uri = store.put_file(str(model.parent / "conversion.json"),
-                                      f"{key}/conversion.json")
-    return {**job, "model_uri": model_uri, "conversion_uri": conv_uri,
+            model_uri = _put(model, output, conn_id)
+            conv_uri = _put(model.parent / "conversion.json",
+                            str(output).rstrip("/").rpartition("/")[0] + "/conversion.json",
+                            conn_id)
+    return {"model_uri": model_uri, "conversion_uri": conv_uri, "precision": precision,
             "size_bytes": report["size_bytes"], "sha256": report["sha256"],
             "input": report["inputs"][0], "warnings": report["warnings"]}
 
@@ -583,35 +628,52 @@ def edgetpu_stage(settings: dict, model: dict) -> dict:
 
 
 def _edgetpu(settings: dict, model: dict, base: dict, meter) -> dict:
+    key = f"{_prefix(settings, model['ckpt_id'])}/{model['precision']}"
+    out = edgetpu_step(model["model_uri"], _store(settings).uri(key),
+                       sha256=model.get("sha256"),
+                       timeout_s=settings["config"].get("edgetpu_timeout_s", 180),
+                       conn_id=settings["config"].get("conn_id"), meter=meter)
+    return {**base, **out}
+
+
+def edgetpu_step(model: str, output: str, *, sha256: str | None = None,
+                 timeout_s: float = 180, conn_id: str | None = None, meter=None) -> dict:
+    """The offline op-mapping prediction and the Edge TPU compiler (where installed) for the
+    .tflite at `model` (a local path or store URI, checked against `sha256` when given); the
+    compiled model_edgetpu.tflite (when it compiled) and edgetpu.json (compiler result and
+    prediction) go into the folder `output`. Used by the pipeline's edgetpu stage and by
+    EdgeTPUCompileOperator.
+
+    Returns the compiler's status and message as they are (compiled, not_installed, failed,
+    timeout), its op counts where it compiled (else the prediction's), and the prediction's
+    counts under `prediction`, so a gate can decide on either."""
     from include.edgetpu.analyze import analyze_model
     from include.edgetpu.compiler import compile_model
     from include.store import fetch
 
-    store = _store(settings)
-    conn = settings["config"].get("conn_id")
-    key = f"{_prefix(settings, model['ckpt_id'])}/{model['precision']}"
+    meter = meter or _NoMeter()
+    output = str(output).rstrip("/")
     with tempfile.TemporaryDirectory(prefix="mobiledet-edgetpu-") as tmp:
         with meter.part("download"):
-            model_path = fetch(model["model_uri"], str(Path(tmp) / "model.tflite"),
-                               conn_id=conn, sha256=model.get("sha256"))
+            model_path = fetch(model, str(Path(tmp) / "model.tflite"), conn_id=conn_id,
+                               sha256=sha256)
         with meter.part("analysis"):
             prediction = analyze_model(model_path)
         with meter.part("compile"):
             # the compiler's precheck reuses this analysis instead of running it again
             result = compile_model(model_path, str(Path(tmp) / "compiled"),
-                                   timeout_s=settings["config"].get("edgetpu_timeout_s", 180),
-                                   analysis=prediction)
+                                   timeout_s=timeout_s, analysis=prediction)
         predicted = {"ops_total": prediction["total_ops"], "ops_on_tpu": prediction["ops_on_tpu"],
                      "ops_on_cpu": prediction["ops_on_cpu"],
                      "all_mapped_except_postprocess":
                          prediction["all_mapped_except_postprocess"],
                      "unmapped_ops": _unmapped(prediction["operators"])}
-        out = {**base, "status": result.status, "message": result.message,
+        out = {"status": result.status, "message": result.message,
                "prediction": predicted, "decided_by": "prediction"}
         with meter.part("upload"):
             if result.status == "compiled" and result.edgetpu_model:
-                out["edgetpu_model_uri"] = store.put_file(str(result.edgetpu_model),
-                                                          f"{key}/model_edgetpu.tflite")
+                out["edgetpu_model_uri"] = _put(Path(result.edgetpu_model),
+                                                f"{output}/model_edgetpu.tflite", conn_id)
                 rep = result.report.to_dict() if hasattr(result.report, "to_dict") \
                     else result.report
                 out.update(ops_total=rep.get("total_ops"), ops_on_tpu=rep.get("ops_on_tpu"),
@@ -620,8 +682,9 @@ def _edgetpu(settings: dict, model: dict, base: dict, meter) -> dict:
             else:
                 out.update({k: predicted[k] for k in ("ops_total", "ops_on_tpu", "ops_on_cpu",
                                                       "unmapped_ops")})
-            out["report_uri"] = store.write_json(f"{key}/edgetpu.json", {
-                "compiler": result.to_dict(), "prediction": prediction})
+            from include.store import open_store
+            out["report_uri"] = open_store(output, conn_id=conn_id).write_json(
+                "edgetpu.json", {"compiler": result.to_dict(), "prediction": prediction})
     return out
 
 
