@@ -12,7 +12,10 @@ It starts by itself when a checkpoint lands in the checkpoint store (an AssetWat
 operators.triggers.CheckpointLandingTrigger; each landing is claimed once, so a landing
 reported twice is converted once), or by hand with conf, e.g.
     {"checkpoints": ["s3://bucket/ckpts/edgetpu-qat"], "data": "/data/coco_val_subset"}
-Settings come from the environment (include/pipeline/deployment.py). Only DAG wiring lives here; the work is in include/pipeline/stages.py, behind operators/.
+Settings come from the environment (include/pipeline/deployment.py). Only DAG wiring lives
+here. The model tasks are the reusable operators (TFLiteConvertOperator,
+EdgeTPUCompileOperator, PublishModelOperator) taking their arguments from the plan
+(operators/mobiledet.py); the work is in include/pipeline/stages.py.
 Retries, time limits and the pool of the heavy tasks: include/pipeline/task_policy.py.
 """
 from __future__ import annotations
@@ -23,9 +26,9 @@ from airflow.sdk import DAG, Asset, AssetWatcher, Param, task, task_group
 from include.config import overrides_schema
 from include.pipeline import deployment
 from include.pipeline.task_policy import task_args
-from operators.mobiledet import (ConvertModelOperator, EdgeTPUCompileOperator,
-                                 ExportCheckpointOperator, GateOperator, PublishOperator,
-                                 QualityCheckOperator, RunReportOperator)
+from operators.mobiledet import (ConvertModelOperator, ExportCheckpointOperator, GateOperator,
+                                 PipelineEdgeTPUOperator, PublishOperator, QualityCheckOperator,
+                                 RunReportOperator)
 
 from operators.triggers import CheckpointLandingTrigger
 
@@ -98,8 +101,8 @@ with DAG(
                                          map_index_template=LABEL, **task_args("convert"))
         QualityCheckOperator(task_id="check", settings=settings, model=converted.output,
                              map_index_template=LABEL, **task_args("check"))
-        EdgeTPUCompileOperator(task_id="edgetpu", settings=settings, model=converted.output,
-                               map_index_template=LABEL, **task_args("edgetpu"))
+        PipelineEdgeTPUOperator(task_id="edgetpu", settings=settings, model=converted.output,
+                                map_index_template=LABEL, **task_args("edgetpu"))
 
     models = model.expand(job=planned)
     decided = GateOperator(task_id="gate", settings=settings, jobs=planned,

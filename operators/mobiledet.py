@@ -1,106 +1,119 @@
-"""Operators for each stage. Each one reads its arguments, calls one stage function of
-`include.pipeline.stages` and returns its small JSON result (store URIs and metrics, never local
-paths or model bytes), so the same DAG runs on one machine or across Celery/Kubernetes workers.
+"""The mobiledet_convert DAG's own tasks: the reusable operators (operators/convert.py,
+quality.py, edgetpu.py, publish.py) with their arguments taken from the plan at run time.
 
-A stage that fails records why in the store (``runs/<run>/<checkpoint>/failures/``) before the
-task fails, so the gate can reject just that model with the task's error; bad input fails at
-once (AirflowFailException), store errors and crashes are retried (include/pipeline/task_policy).
+The DAG maps its model task group over the plan's jobs, so a model's graph, precision and
+output are known only when its task runs: these subclasses take the plan's `settings` and the
+`job` (or converted `model`) as templated XCom arguments, set the typed arguments of their
+parent from them in `execute`, and run the parent's work. Around that they add what a pipeline
+run needs: the task's costs (`include.pipeline.costs`), a failure record in the store
+(``runs/<run>/<checkpoint>/failures/``) before the task fails so the gate can reject just that
+model with the task's error, and a readable map index label.
 
-Nothing heavy is imported at module level: TensorFlow and friends load inside `execute`.
+Bad input fails at once (AirflowFailException), store errors and crashes are retried
+(include/pipeline/task_policy). Nothing heavy is imported at module level.
+
+Names from before the typed operators stay importable: ConvertModelOperator,
+QualityCheckOperator, EdgeTPUCompileOperator (the pipeline's, see operators.edgetpu for the
+reusable one), GateOperator, PublishOperator, RunReportOperator, ExportCheckpointOperator.
 """
 from __future__ import annotations
 
 from typing import Any
 
-from airflow.sdk import BaseOperator
+from operators.base import MobiledetOperator
+from operators.convert import TFLiteConvertOperator
+from operators.edgetpu import EdgeTPUCompileOperator as _EdgeTPUCompile
+from operators.publish import PUBLISHED_ALIAS, PublishModelOperator, emit_published
 
+__all__ = ["ExportCheckpointOperator", "ConvertModelOperator", "QualityCheckOperator",
+           "PipelineEdgeTPUOperator", "EdgeTPUCompileOperator", "GateOperator",
+           "PublishOperator", "RunReportOperator", "PUBLISHED_ALIAS"]
 
-def _fail_fast(exc: BaseException) -> BaseException:
-    """Bad input fails without retrying (another attempt reads the same input); store errors
-    and anything unexpected are raised as they are, so Airflow retries them."""
-    from include.errors import MobiledetError, StoreError
+class _PlanStep:
+    """Mixin of the DAG's tasks: a readable map index label, a failure record for the gate."""
 
-    if isinstance(exc, MobiledetError) and not isinstance(exc, StoreError):
-        from airflow.sdk.exceptions import AirflowFailException
-        return AirflowFailException(str(exc))
-    return exc
-
-
-class _StageOperator(BaseOperator):
-    """Common shape: `settings` (the plan's output) plus one stage-specific argument."""
-
-    stage: str = ""
     failure_stage: str | None = None   # name under which a failure is recorded for the gate
-    label_of = staticmethod(lambda value: None)
-    ui_color = "#e8f0fe"
 
-    def _label(self, context, value) -> None:
-        label = self.label_of(value)
-        if label:
-            # Rendered by map_index_template="{{ mobiledet_label }}": readable mapped task names.
-            context["mobiledet_label"] = label
+    def label(self, context, name: str | None) -> None:
+        if name:
+            # Rendered by map_index_template="{{ mobiledet_label }}": readable mapped names.
+            context["mobiledet_label"] = name
 
-    def _call(self, *args):
-        from include.pipeline import stages
-        return getattr(stages, self.stage)(*args)
-
-    def _run_recorded(self, item: dict, *args):
-        """Run the stage; on failure leave the reason in the store, then fail the task."""
+    def recorded(self, item: dict, work):
+        """Run `work()`; on failure leave the reason in the store, then fail the task."""
         try:
-            return self._call(self.settings, *args)
+            return work()
         except Exception as exc:
             from include.pipeline.stages import record_failure
             record_failure(self.settings, self.failure_stage, item, exc)
-            raised = _fail_fast(exc)
-            if raised is exc:
-                raise
-            raise raised from exc
+            raise
 
 
-class ExportCheckpointOperator(_StageOperator):
+class ExportCheckpointOperator(_PlanStep, MobiledetOperator):
     """Checkpoint (or TFOD bundle) -> TFLite-ready export folder in the store."""
 
     template_fields = ("settings", "checkpoint")
-    stage = "export_stage"
     failure_stage = "export"
-    label_of = staticmethod(lambda c: c.get("ckpt_id"))
 
     def __init__(self, *, settings: Any, checkpoint: Any, **kwargs):
         super().__init__(**kwargs)
         self.settings = settings
         self.checkpoint = checkpoint
 
-    def execute(self, context):
-        self._label(context, self.checkpoint)
-        return self._run_recorded(self.checkpoint, self.checkpoint)
+    def run(self, context):
+        from include.pipeline.stages import export_stage
+
+        self.label(context, self.checkpoint.get("ckpt_id"))
+        return self.recorded(self.checkpoint,
+                             lambda: export_stage(self.settings, self.checkpoint))
 
 
-class ConvertModelOperator(_StageOperator):
-    """One (checkpoint, precision) job -> model.tflite + conversion.json in the store."""
+class ConvertModelOperator(_PlanStep, TFLiteConvertOperator):
+    """TFLiteConvertOperator for one (checkpoint, precision) job of the plan: graph = the
+    job's export, precision = the job's, calibration = the run's, output =
+    ``runs/<run>/<checkpoint>/<precision>/model.tflite`` in the run's store."""
 
     template_fields = ("settings", "job")
-    stage = "convert_stage"
     failure_stage = "convert"
-    label_of = staticmethod(lambda j: j.get("name"))
-    ui_color = "#fde8e8"
+    args_from_plan = True
 
     def __init__(self, *, settings: Any, job: Any, **kwargs):
         super().__init__(**kwargs)
         self.settings = settings
         self.job = job
 
-    def execute(self, context):
-        self._label(context, self.job)
-        return self._run_recorded(self.job, self.job)
+    def run(self, context):
+        from include.pipeline.costs import task_meter
+        from include.pipeline.stages import _prefix, _store
+
+        job, settings = self.job, self.settings
+        self.label(context, job.get("name"))
+
+        def work():
+            cfg = settings["config"]
+            with task_meter("convert", settings, job) as meter:
+                self.graph = job["export_uri"]
+                self.precision = job["precision"]
+                self.calibration = settings["calibration"] if job["precision"] == "int8" \
+                    else None
+                self.calibration_count = cfg.get("calibration_count", 100)
+                self.conn_id = cfg.get("conn_id")
+                self.output_uri = _store(settings).uri(
+                    f"{_prefix(settings, job['ckpt_id'])}/{job['precision']}/model.tflite")
+                out = self.convert(meter)
+            return {**job, **{k: v for k, v in out.items() if k != "precision"}}
+
+        return self.recorded(job, work)
 
 
-class QualityCheckOperator(_StageOperator):
-    """COCO evaluation against the float reference, output contract (GX), latency benchmark."""
+class QualityCheckOperator(_PlanStep, MobiledetOperator):
+    """COCO evaluation, output contract (GX), latency benchmark and pictures of one converted
+    model, in one task (the model and images are downloaded once for the three). The same
+    checks one at a time: CocoEvaluateOperator, OutputContractOperator,
+    TFLiteBenchmarkOperator (operators/quality.py)."""
 
     template_fields = ("settings", "model")
-    stage = "check_stage"
     failure_stage = "check"
-    label_of = staticmethod(lambda m: m.get("name"))
     ui_color = "#e6f4ea"
 
     def __init__(self, *, settings: Any, model: Any, **kwargs):
@@ -108,36 +121,57 @@ class QualityCheckOperator(_StageOperator):
         self.settings = settings
         self.model = model
 
-    def execute(self, context):
-        self._label(context, self.model)
-        return self._run_recorded(self.model, self.model)
+    def run(self, context):
+        from include.pipeline.stages import check_stage
+
+        self.label(context, self.model.get("name"))
+        return self.recorded(self.model, lambda: check_stage(self.settings, self.model))
 
 
-class EdgeTPUCompileOperator(_StageOperator):
-    """Edge TPU compilation (where installed) and the offline op-mapping prediction."""
+class PipelineEdgeTPUOperator(_PlanStep, _EdgeTPUCompile):
+    """EdgeTPUCompileOperator for one converted model of the plan (integer EdgeTPU models
+    only; the others get status not_applicable): model = the convert task's .tflite (checked
+    against its sha256), output = that model's folder of the run."""
 
-    template_fields = ("settings", "model")
-    stage = "edgetpu_stage"
+    template_fields = ("settings", "converted")
     failure_stage = "edgetpu"
-    label_of = staticmethod(lambda m: m.get("name"))
-    ui_color = "#fef7e0"
+    args_from_plan = True
 
     def __init__(self, *, settings: Any, model: Any, **kwargs):
         super().__init__(**kwargs)
         self.settings = settings
-        self.model = model
+        self.converted = model   # the convert task's result
 
-    def execute(self, context):
-        self._label(context, self.model)
-        return self._run_recorded(self.model, self.model)
+    def run(self, context):
+        from include.pipeline.costs import task_meter
+        from include.pipeline.stages import _prefix, _store, edgetpu_applies
 
-    def on_kill(self) -> None:
-        """A killed task must not leave the compiler running: stop its process groups."""
-        from include.edgetpu.compiler import kill_running
-        kill_running()
+        model, settings = self.converted, self.settings
+        self.label(context, model.get("name"))
+        base = {"name": model["name"], "ckpt_id": model["ckpt_id"],
+                "precision": model["precision"], "variant": model["variant"]}
+
+        def work():
+            cfg = settings["config"]
+            with task_meter("edgetpu", settings, model) as meter:
+                if not edgetpu_applies(model):
+                    with meter.part("not applicable"):
+                        return {**base, "status": "not_applicable"}
+                self.model = model["model_uri"]
+                self.sha256 = model.get("sha256")
+                self.output_uri = _store(settings).uri(
+                    f"{_prefix(settings, model['ckpt_id'])}/{model['precision']}")
+                self.timeout_s = cfg.get("edgetpu_timeout_s", 180)
+                self.conn_id = cfg.get("conn_id")
+                return {**base, **self.compile(meter)}
+
+        return self.recorded(model, work)
 
 
-class GateOperator(_StageOperator):
+EdgeTPUCompileOperator = PipelineEdgeTPUOperator   # the name the DAG used before
+
+
+class GateOperator(MobiledetOperator):
     """Every model's gate decision, with the numbers behind each check. Runs when its
     upstream tasks are done, failed or not (trigger_rule all_done): a model whose task failed
     is rejected with that task's error, and the others are still decided.
@@ -147,7 +181,6 @@ class GateOperator(_StageOperator):
     """
 
     template_fields = ("settings", "jobs")
-    stage = "gate_stage"
 
     def __init__(self, *, settings: Any, jobs: Any, check_task_id: str = "model.check",
                  edgetpu_task_id: str = "model.edgetpu", **kwargs):
@@ -158,7 +191,9 @@ class GateOperator(_StageOperator):
         self.check_task_id = check_task_id
         self.edgetpu_task_id = edgetpu_task_id
 
-    def execute(self, context):
+    def run(self, context):
+        from include.pipeline.stages import gate_stage
+
         jobs = list(self.jobs or [])
         indexes = list(range(len(jobs)))
         pull = context["ti"].xcom_pull
@@ -168,51 +203,39 @@ class GateOperator(_StageOperator):
             checks = [checks]
         if isinstance(edgetpu, dict):
             edgetpu = [edgetpu]
-        return self._call(self.settings, jobs, list(checks or []), list(edgetpu or []))
+        return gate_stage(self.settings, jobs, list(checks or []), list(edgetpu or []))
 
 
-PUBLISHED_ALIAS = "mobiledet_published"
-
-
-class PublishOperator(_StageOperator):
-    """Publish of the passing models: files, then manifest.json by conditional create, then
-    the consumer pointers (forward only). Every model it publishes becomes an asset event
-    (through the asset alias ``mobiledet_published``) of the asset
-    ``mobiledet/MODEL/VARIANT/PRECISION``, whose URI is that model's consumer pointer and whose
-    extra holds the manifest URI, version and gate metric: schedule a downstream DAG on it."""
+class PublishOperator(PublishModelOperator):
+    """PublishModelOperator for every passing model of the run, one release per checkpoint:
+    files, then manifest.json by conditional create, then the consumer pointers (forward
+    only). Every model it publishes becomes an asset event (through the asset alias
+    ``mobiledet_published``) of the asset ``mobiledet/MODEL/VARIANT/PRECISION``, whose URI is
+    that model's consumer pointer and whose extra holds the manifest URI, version and gate
+    metric: schedule a downstream DAG on it."""
 
     template_fields = ("settings", "decided")
-    stage = "publish_stage"
-    ui_color = "#e8eaed"
+    args_from_plan = True
 
     def __init__(self, *, settings: Any, decided: Any, **kwargs):
-        from airflow.sdk import AssetAlias
-
-        kwargs.setdefault("outlets", [AssetAlias(PUBLISHED_ALIAS)])
         super().__init__(**kwargs)
         self.settings = settings
         self.decided = decided
 
-    def execute(self, context):
-        from airflow.sdk import Asset, AssetAlias
-
-        from include.pipeline.stages import published_assets
+    def run(self, context):
+        from include.pipeline.stages import publish_stage, published_assets
 
         decided = list(self.decided)
-        results = self._call(self.settings, decided)
-        events = context["outlet_events"][AssetAlias(PUBLISHED_ALIAS)]
-        for asset in published_assets(self.settings, results, decided):
-            events.add(Asset(name=asset["name"], uri=asset["uri"]), extra=asset["extra"])
-            self.log.info("published %s (%s)", asset["name"], asset["extra"]["version"])
+        results = publish_stage(self.settings, decided)
+        emit_published(context, self.log, published_assets(self.settings, results, decided))
         return results
 
 
-class RunReportOperator(_StageOperator):
+class RunReportOperator(MobiledetOperator):
     """The run report (JSON + Markdown) in the store, and the results table in the log. Runs
     whatever happened upstream (all_done) and fails the run when nothing could be decided."""
 
     template_fields = ("settings",)
-    stage = "report_stage"
 
     def __init__(self, *, settings: Any, gate_task_id: str = "gate",
                  publish_task_id: str = "publish", **kwargs):
@@ -222,17 +245,14 @@ class RunReportOperator(_StageOperator):
         self.gate_task_id = gate_task_id
         self.publish_task_id = publish_task_id
 
-    def execute(self, context):
+    def run(self, context):
+        from include.pipeline.stages import report_stage
+
         # Pulled here, not templated: a failed gate or publish leaves no XCom, and the report
         # is written all the same (None = that task did not finish).
         decided = context["ti"].xcom_pull(task_ids=self.gate_task_id)
         published = context["ti"].xcom_pull(task_ids=self.publish_task_id)
-        try:
-            result = self._call(self.settings, decided, published)
-        except Exception as exc:
-            raised = _fail_fast(exc)
-            if raised is exc:
-                raise
-            raise raised from exc
+        result = report_stage(self.settings, decided, published)
         self.log.info("results\n%s", result["table"])
         return result
+
