@@ -17,6 +17,7 @@ atomic) and `os.replace`d into place. A process killed half way leaves only a hi
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
@@ -83,16 +84,59 @@ def move_atomic(src, dst) -> Path:
     dst.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.replace(src, dst)
-    except OSError:
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
         copy_atomic(src, dst)
         src.unlink(missing_ok=True)
     return dst
 
 
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+_PLACE_ATTEMPTS = 100
+
+
+def _load_renameat2():
+    import ctypes
+
+    try:
+        return ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):   # not Linux, or a libc older than glibc 2.28
+        return None
+
+
+_renameat2 = _load_renameat2()
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two existing paths in one step (Linux renameat2 RENAME_EXCHANGE).
+
+    False when the platform or file system cannot (the caller falls back to two renames);
+    FileNotFoundError when one of them is gone.
+    """
+    if _renameat2 is None:
+        return False
+    import ctypes
+
+    if _renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err == errno.ENOENT:
+        raise FileNotFoundError(err, os.strerror(err), os.fspath(b))
+    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EPERM):
+        return False
+    raise OSError(err, os.strerror(err), os.fspath(b))
+
+
 class staged_dir:
     """Context manager: build a folder under a temporary name, rename it into place on success.
 
-    An existing destination is replaced only after the new folder is complete.
+    An existing destination is replaced only after the new folder is complete: swapped in one
+    step where Linux allows it (a reader sees the old folder or the new one), else moved aside
+    first (a reader may briefly find no folder, never a partial one). Concurrent writers of the
+    same folder each place a complete folder; the last one stays. On error the temporary
+    folder is removed and the destination is left as it was.
     """
 
     def __init__(self, dest):
@@ -100,18 +144,49 @@ class staged_dir:
 
     def __enter__(self) -> Path:
         self.dest.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.dest.name}.partial-", dir=self.dest.parent))
+        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.dest.name}.partial-",
+                                         dir=self.dest.parent))
         return self.tmp
 
     def __exit__(self, exc_type, exc, tb):
-        if exc_type is not None:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            return False
-        if self.dest.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{self.dest.name}.old-", dir=self.dest.parent))
-            os.replace(self.dest, old / "x")
-            os.replace(self.tmp, self.dest)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(self.tmp, self.dest)
+        try:
+            if exc_type is None:
+                self._place()
+        finally:
+            if self.tmp is not None:   # after a swap it holds the old folder (or file)
+                _remove(self.tmp)
         return False
+
+    def _place(self):
+        aside = []   # old destinations moved out of the way, removed once the new one is in
+        try:
+            for _ in range(_PLACE_ATTEMPTS):
+                try:
+                    os.rename(self.tmp, self.dest)   # no destination, or an empty folder
+                    self.tmp = None
+                    return
+                except OSError as exc:
+                    if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR,
+                                         errno.EISDIR):
+                        raise
+                try:
+                    if _exchange(self.tmp, self.dest):
+                        return
+                    aside.append(Path(tempfile.mkdtemp(prefix=f".{self.dest.name}.old-",
+                                                       dir=self.dest.parent)))
+                    os.rename(self.dest, aside[-1] / "x")
+                except FileNotFoundError:
+                    pass   # another writer moved it meanwhile: try again
+            raise OSError(errno.EBUSY, f"could not place {self.tmp} at {self.dest} after "
+                                       f"{_PLACE_ATTEMPTS} attempts: other writers kept "
+                                       "replacing it")
+        finally:
+            for old in aside:
+                _remove(old)
+
+
+def _remove(path: Path) -> None:
+    if path.is_symlink() or path.is_file():
+        path.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
