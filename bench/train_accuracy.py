@@ -21,7 +21,6 @@ About 11 minutes on 2 cores. Training time moves with whatever else runs on the 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -37,6 +36,7 @@ TARGET_QAT_DROP = 0.05
 
 
 def main(argv=None) -> int:
+    from include.atomic import write_json_atomic
     from include.data.synth import synthesize
     from include.mobiledet.keras_eval import evaluate_keras
     from include.mobiledet.train import train
@@ -95,9 +95,9 @@ def main(argv=None) -> int:
     print()
     for text, ok in checks.items():
         print(f"{'PASS' if ok else 'FAIL'}  {text}")
-    (work / "result.json").write_text(json.dumps({
+    write_json_atomic(work / "result.json", {
         "float": {"seconds": float_seconds, **ev_float},
-        "qat": {"seconds": qat_seconds, **ev_qat}, "checks": checks}, indent=2))
+        "qat": {"seconds": qat_seconds, **ev_qat}, "checks": checks})
     return 0 if all(checks.values()) else 1
 
 

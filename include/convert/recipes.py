@@ -41,13 +41,13 @@ refused with a message that says what came out and which recipe works.
 from __future__ import annotations
 
 import hashlib
-import os
 import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from include.atomic import atomic_path, move_atomic
 from include.errors import ConfigError, ConversionError
 
 QUANTIZED_INPUT_STATS = (128.0, 128.0)  # uint8 q -> real (q - 128) / 128 in [-1, 127/128]
@@ -374,11 +374,11 @@ def convert(graph_dir, precision: str, out_path, *, calibration=None, calibratio
             report["fallback"] = fallback_info
         report.update(extra_report or {})
         from include.console import dumps
-        tmp_json = out_path.parent / f".{out_path.name}.conversion.json.partial"
-        tmp_json.write_text(dumps(report))
-        os.replace(tmp_model, out_path) if tmp_model.stat().st_dev == out_path.parent.stat().st_dev \
-            else _copy_replace(tmp_model, out_path)
-        os.replace(tmp_json, conversion_json_path(out_path))
+        # the report is written first and renamed last, so a model never sits beside a
+        # missing or stale conversion.json after a crash
+        with atomic_path(conversion_json_path(out_path)) as tmp_json:
+            tmp_json.write_text(dumps(report))
+            move_atomic(tmp_model, out_path)
     return report
 
 
@@ -418,7 +418,6 @@ def _float_ops(model_path) -> list[dict]:
 def edgetpu_cost(model_path) -> dict:
     """What a model costs on the Edge TPU (offline prediction): ops mapped and where the one cut
     falls (`include/edgetpu/analyze.py`)."""
-    from include.convert.quant_debug import describe_tensor
     from include.edgetpu.analyze import analyze_model
 
     result = analyze_model(model_path)
@@ -500,14 +499,8 @@ def _tf_version() -> str:
 
 
 def conversion_json_path(model_path) -> Path:
+    """Where `convert` writes a model's report (and every reader looks for it): conversion.json
+    beside model.tflite, else <stem>.conversion.json."""
     model_path = Path(model_path)
     return model_path.parent / "conversion.json" if model_path.name == "model.tflite" \
         else model_path.with_suffix(".conversion.json")
-
-
-def _copy_replace(src: Path, dst: Path):
-    import shutil
-
-    partial = dst.parent / f".{dst.name}.partial"
-    shutil.copyfile(src, partial)
-    os.replace(partial, dst)

@@ -24,10 +24,9 @@ format_text_proto, values, first, has, EnumValue, TextProtoError.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
+from include.atomic import write_text_atomic
 from include.convert import tfod_schema
 from include.convert.textproto import (EnumValue, TextProtoError, TextProtoSchemaError,
                                        escape_string, first, format_text_proto, has, parse_message,
@@ -409,13 +408,4 @@ def write_pipeline_config(path, spec, *, qat: bool, label_map: dict, steps: int,
                                   learning_rate=learning_rate)
     body = "\n".join(format_text_proto({key: value}) for key, value in config.items())
     text = "\n".join(header) + "\n\n" + body
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_text_atomic(path, text)

@@ -31,13 +31,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
 
+from include.atomic import staged_dir
 from include.errors import ConfigError
 
 CATEGORIES = (
@@ -338,21 +338,8 @@ def synthesize(out_dir: str | os.PathLike, images: int, size: int = 320, seed: i
         raise ConfigError("the output folder exists and holds files that are not a synthetic "
                           f"dataset (no {MARKER}); refusing to overwrite them.", where=str(out),
                           fix="pass a new or empty folder as --out.")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    try:
+    with staged_dir(out) as tmp:
         summary = _write_dataset(tmp, images, size, seed, float(val_fraction), show_progress)
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        if out.exists():
-            out.rename(old)
-        tmp.rename(out)
-        if old.exists():
-            shutil.rmtree(old)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     summary["out"] = str(out)
     summary["annotation_files"] = {s: str(out / "annotations" / f"instances_{s}.json")
                                    for s in SPLITS}

@@ -29,6 +29,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from include.atomic import move_atomic
 from include.errors import ConfigError, EdgeTPUError
 from include.edgetpu.logparse import parse_compiler_output, parse_operation_log
 
@@ -46,12 +47,10 @@ HOW_TO_INSTALL = (
     f"{ENV_VAR} to its path. Without it, `mobiledet edgetpu-check MODEL` gives an offline "
     "prediction of the mapping.")
 
-STATUSES = ("compiled", "failed", "timeout", "not_installed")
-
 
 @dataclass
 class CompileResult:
-    status: str                                  # one of STATUSES
+    status: str                                  # compiled, failed, timeout, not_installed
     model_path: str
     message: str
     compiler: str | None = None
@@ -301,6 +300,4 @@ def _natural(p: Path):
 
 
 def _move(src: Path, out: Path) -> str:
-    dest = out / src.name
-    os.replace(src, dest)
-    return str(dest)
+    return str(move_atomic(src, out / src.name))

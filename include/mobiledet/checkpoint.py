@@ -14,12 +14,10 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from include import __version__
+from include.atomic import staged_dir
 from include.errors import CheckpointError
 from include.mobiledet.spec import ModelSpec
 from include.store.store import sha256_file  # noqa: F401  (one implementation, used here)
@@ -31,34 +29,6 @@ META = "checkpoint.json"
 
 def utc_now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-class staged_dir:
-    """Context manager: build a folder under a temporary name, rename it into place on success.
-
-    An existing destination is replaced only after the new folder is complete.
-    """
-
-    def __init__(self, dest):
-        self.dest = Path(dest)
-
-    def __enter__(self) -> Path:
-        self.dest.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.dest.name}.partial-", dir=self.dest.parent))
-        return self.tmp
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is not None:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            return False
-        if self.dest.exists():
-            old = self.dest.with_name(f".{self.dest.name}.old-{os.getpid()}")
-            os.replace(self.dest, old)
-            os.replace(self.tmp, self.dest)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(self.tmp, self.dest)
-        return False
 
 
 def save_checkpoint(model, out_dir, spec: ModelSpec, *, qat: bool, label_map: dict, steps: int,

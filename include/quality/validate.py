@@ -45,14 +45,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from include.atomic import staged_dir
 from include.errors import ConfigError, ValidationFailed
 
 BOX_MARGIN = 0.5
@@ -349,9 +348,7 @@ def validate(model, *, data=None, images: int = DEFAULT_IMAGES, out_dir=None,
     suites = _suites(_import_gx(), max_det, n_classes, input_dtypes)
 
     out_dir = Path(out_dir) if out_dir is not None else default_out_dir(model)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
-    try:
+    with staged_dir(out_dir) as staging:
         gx_results, rows = run_suites(tables, suites, staging / DOCS_DIR)
         success = all(r["success"] for r in rows)
         failed = [r["name"] for r in rows if not r["success"]]
@@ -371,16 +368,6 @@ def validate(model, *, data=None, images: int = DEFAULT_IMAGES, out_dir=None,
                     "gx_version": _import_gx().__version__,
                     "suite_results": [r.to_json_dict() for r in gx_results]}
         (staging / RESULT_FILE).write_text(json.dumps(document, indent=2, default=str))
-        if out_dir.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-            os.replace(out_dir, old / "x")
-            os.replace(staging, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, out_dir)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
     summary = {
         "success": success,
         "model": str(model),

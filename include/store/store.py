@@ -30,16 +30,15 @@ import json
 import os
 import shutil
 import tempfile
-import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from include.atomic import atomic_path, partial_name, staged_dir
 from include.errors import StoreError
 
 DEFAULT_CONN_ID = "aws_default"
-SUPPORTED_SCHEMES = ("file", "s3")
 PARTIAL_MARK = ".partial-"
 LOCK_SUFFIX = ".lock"
 CAS_ATTEMPTS = 20
@@ -176,27 +175,16 @@ def _hidden(name: str) -> bool:
     return PARTIAL_MARK in name or (name.startswith(".") and name.endswith(LOCK_SUFFIX))
 
 
-def _partial_name(path: str) -> str:
-    head, _, name = path.rpartition("/")
-    return f"{head}/.{name}{PARTIAL_MARK}{uuid.uuid4().hex[:10]}"
-
-
 def _download_atomic(loc: _Loc, local_path: str) -> str:
     """Copy one file at `loc` to `local_path` (temp name, then rename)."""
     local_path = os.path.abspath(os.path.expanduser(local_path))
-    os.makedirs(os.path.dirname(local_path) or ".", exist_ok=True)
-    tmp = _partial_name(local_path)
-    try:
-        with _storage_errors("download", loc.uri, loc.conn_id, loc.local):
-            if loc.local:
-                shutil.copyfile(loc.path, tmp)
-            else:
-                loc.fs.invalidate_cache(loc.path)
-                loc.fs.get_file(loc.path, tmp)
-        os.replace(tmp, local_path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(local_path) as tmp, \
+            _storage_errors("download", loc.uri, loc.conn_id, loc.local):
+        if loc.local:
+            shutil.copyfile(loc.path, tmp)
+        else:
+            loc.fs.invalidate_cache(loc.path)
+            loc.fs.get_file(loc.path, os.fspath(tmp))
     return local_path
 
 
@@ -339,15 +327,8 @@ class ArtifactStore:
 
     # -- writes -------------------------------------------------------------------------------
     def _write_local(self, key: str, writer) -> str:
-        final = self._fs_path(key)
-        os.makedirs(os.path.dirname(final), exist_ok=True)
-        tmp = _partial_name(final)
-        try:
+        with atomic_path(self._fs_path(key)) as tmp:
             writer(tmp)
-            os.replace(tmp, final)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
         return self.uri(key)
 
     def put_file(self, local_path: str, key: str) -> str:
@@ -416,7 +397,7 @@ class ArtifactStore:
             final = self._fs_path(key)
             if self.local:
                 os.makedirs(os.path.dirname(final), exist_ok=True)
-                tmp = _partial_name(final)
+                tmp = partial_name(final)
                 try:
                     with open(tmp, "wb") as fh:
                         fh.write(data)
@@ -642,9 +623,7 @@ def materialize(uri: str, local_dir: str, conn_id: str | None = DEFAULT_CONN_ID)
             raise FileNotFoundError(loc.uri)
     if not is_dir:
         return _download_atomic(loc, target)
-    os.makedirs(local_dir, exist_ok=True)
-    tmp = _partial_name(target)
-    try:
+    with staged_dir(target) as tmp:
         with _storage_errors("list", loc.uri, loc.conn_id, loc.local):
             files = [f.rstrip("/") for f in loc.fs.find(loc.path)]
         root = loc.path.rstrip("/")
@@ -660,12 +639,5 @@ def materialize(uri: str, local_dir: str, conn_id: str | None = DEFAULT_CONN_ID)
                                      "dataset prefix must be plain relative paths.")
             sub = _Loc(loc.fs, item, loc.uri.rstrip("/") + "/" + rel, loc.local, loc.conn_id)
             _download_atomic(sub, os.path.join(tmp, *rel.split("/")))
-        os.makedirs(tmp, exist_ok=True)
-        if os.path.isdir(target):
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
     return target
 
