@@ -16,27 +16,15 @@ from __future__ import annotations
 
 import numpy as np
 
-POSTPROCESS = "TFLite_Detection_PostProcess"
+from include.edgetpu.tflite_model import (POSTPROCESS_CUSTOM_CODE, opcode_of, pack_model, schema,
+                                          unpack_model)
 
 
-def _schema():
-    try:
-        from ai_edge_litert import schema_py_generated as schema
-    except ImportError:  # pragma: no cover - older LiteRT wheels
-        from tensorflow.lite.python import schema_py_generated as schema
-    return schema
-
-
-def _opcode(model, op):
-    code = model.operatorCodes[op.opcodeIndex]
-    return max(code.builtinCode, code.deprecatedBuiltinCode), code.customCode
-
-
-def _opcode_index(model, schema, builtin) -> int:
+def _opcode_index(model, builtin) -> int:
     for i, code in enumerate(model.operatorCodes):
-        if max(code.builtinCode, code.deprecatedBuiltinCode) == builtin and not code.customCode:
+        if opcode_of(code) == (builtin, None):
             return i
-    code = schema.OperatorCodeT()
+    code = schema().OperatorCodeT()
     code.builtinCode = builtin
     code.deprecatedBuiltinCode = min(builtin, 127)
     code.version = 1
@@ -45,7 +33,7 @@ def _opcode_index(model, schema, builtin) -> int:
 
 
 def _quant(scale, zero_point):
-    q = _schema().QuantizationParametersT()
+    q = schema().QuantizationParametersT()
     q.scale = [float(scale)]
     q.zeroPoint = [int(zero_point)]
     return q
@@ -53,15 +41,16 @@ def _quant(scale, zero_point):
 
 def integer_postprocess_inputs(data: bytes) -> tuple[bytes, dict]:
     """-> (new model bytes, info). Returns the input unchanged when nothing needs rewriting."""
-    import flatbuffers
-
-    schema = _schema()
-    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(data, 0))
+    s = schema()
+    model = unpack_model(data)
     sg = model.subgraphs[0]
-    B = schema.BuiltinOperator
-    T = schema.TensorType
-    pp = [op for op in sg.operators if _opcode(model, op)[1] and
-          _opcode(model, op)[1].decode() == POSTPROCESS]
+    B = s.BuiltinOperator
+    T = s.TensorType
+
+    def opcode(op):
+        return opcode_of(model.operatorCodes[op.opcodeIndex])
+
+    pp = [op for op in sg.operators if opcode(op)[1] == POSTPROCESS_CUSTOM_CODE]
     info = {"requantized_inputs": [], "anchors_quantized": None}
     if len(pp) != 1:
         return data, info
@@ -76,19 +65,19 @@ def integer_postprocess_inputs(data: bytes) -> tuple[bytes, dict]:
     for slot in (0, 1):
         t = inputs[slot]
         op = producers.get(t)
-        if op is None or _opcode(model, op)[0] != B.DEQUANTIZE or consumers.get(t) != 1:
+        if op is None or opcode(op)[0] != B.DEQUANTIZE or consumers.get(t) != 1:
             continue
         src = sg.tensors[int(op.inputs[0])]
         if src.type != T.INT8 or src.quantization is None or len(src.quantization.scale) != 1:
             continue
         if quantize_index is None:
-            quantize_index = _opcode_index(model, schema, B.QUANTIZE)
+            quantize_index = _opcode_index(model, B.QUANTIZE)
         out = sg.tensors[t]
         out.type = T.UINT8
         out.quantization = _quant(src.quantization.scale[0], int(src.quantization.zeroPoint[0]) + 128)
         op.opcodeIndex = quantize_index  # DEQUANTIZE(int8->float) becomes QUANTIZE(int8->uint8)
-        op.builtinOptionsType = schema.BuiltinOptions.QuantizeOptions
-        op.builtinOptions = schema.QuantizeOptionsT()
+        op.builtinOptionsType = s.BuiltinOptions.QuantizeOptions
+        op.builtinOptions = s.QuantizeOptionsT()
         info["requantized_inputs"].append(out.name.decode() if out.name else str(t))
     anchors = sg.tensors[inputs[2]]
     buf = model.buffers[anchors.buffer]
@@ -107,6 +96,4 @@ def integer_postprocess_inputs(data: bytes) -> tuple[bytes, dict]:
                                      "max_abs_error": err}
     if not info["requantized_inputs"]:
         return data, info
-    builder = flatbuffers.Builder(len(data) + 1024)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output()), info
+    return pack_model(model, len(data)), info

@@ -1,4 +1,9 @@
-"""A small reader for .tflite flatbuffers: operators in execution order, tensors, options.
+"""The project's one reader of .tflite flatbuffers: operators in execution order, tensors, options.
+
+Every module that looks inside a model file uses it: the Edge TPU analysis, the conversion
+(`include.convert.recipes`, and `include.convert.postprocess_inputs`, which rewrites a model
+through `unpack_model`/`pack_model`) and the quality runner (`include.quality.runner.model_info`,
+`check_model_file`).
 
 It reads the file with the flatbuffers classes generated from TFLite's `schema.fbs`. Two copies of
 that generated module ship in this project's environment:
@@ -15,6 +20,9 @@ order with the op type name the Edge TPU compiler prints in its log (CONV_2D, CU
 custom code of custom ops, builtin options as a plain dict (enum values as names, e.g.
 `fused_activation_function: "RELU6"`), and for each tensor its dtype, shape, shape signature,
 whether it is a constant (has buffer data) and its quantization parameters.
+
+`check_model_file(path)` checks only that the file exists and carries the `TFL3` identifier;
+`opcode_of(code)` resolves an operator code to (builtin number, custom code).
 """
 from __future__ import annotations
 
@@ -35,6 +43,7 @@ _SCHEMA_MODULES = (
 )
 _schema = None
 
+FILE_IDENTIFIER = b"TFL3"
 POSTPROCESS_CUSTOM_CODE = "TFLite_Detection_PostProcess"
 EDGETPU_CUSTOM_CODE = "edgetpu-custom-op"
 
@@ -115,11 +124,6 @@ class TensorInfo:
     @property
     def is_quantized(self) -> bool:
         return bool(self.quantization and self.quantization.scale)
-
-    @property
-    def is_dynamic(self) -> bool:
-        """True when the shape signature has an unknown (-1) dimension."""
-        return bool(self.shape_signature) and any(d < 0 for d in self.shape_signature)
 
     @property
     def num_elements(self) -> int:
@@ -203,13 +207,6 @@ class ModelInfo:
         idx = tensor if isinstance(tensor, int) else tensor.index
         return [op for op in self.ops if any(t is not None and t.index == idx for t in op.inputs)]
 
-    def producer(self, tensor: TensorInfo | int) -> OpInfo | None:
-        idx = tensor if isinstance(tensor, int) else tensor.index
-        for op in self.ops:
-            if any(t.index == idx for t in op.outputs):
-                return op
-        return None
-
     def constant_value(self, tensor: TensorInfo) -> np.ndarray | None:
         """The data of a constant tensor as a numpy array of its shape, or None."""
         if not tensor.is_constant or tensor.dtype not in _NUMPY_DTYPES or tensor.sparse:
@@ -277,26 +274,66 @@ def _decode_custom_options(data) -> Any:
         return None
 
 
-def read_model(path) -> ModelInfo:
-    """Read a .tflite flatbuffer. Raises ModelContractError naming the file when it is unusable."""
+def check_model_file(path) -> Path:
+    """The path as a Path; ModelContractError when it is missing, a folder, or not a TFLite
+    flatbuffer (file identifier `TFL3` at bytes 4-8). Reads only the first 8 bytes."""
     p = Path(path)
-    if not p.is_file():
-        raise ModelContractError("the model file does not exist.", where=str(p),
+    if not p.exists():
+        raise ModelContractError("model file not found.", where=str(p),
                                  fix="pass the path of a .tflite file (for example one written by "
                                      "`mobiledet convert`).")
-    raw = p.read_bytes()
-    if len(raw) < 8 or raw[4:8] != b"TFL3":
-        ident = raw[4:8] if len(raw) >= 8 else raw[:4]
-        raise ModelContractError(
-            f"not a TFLite flatbuffer (file identifier {ident!r}, expected b'TFL3').",
-            where=str(p), fix="pass a .tflite model file; SavedModels and Keras files must be "
-                              "converted first (`mobiledet convert`).")
-    s = schema()
+    if not p.is_file():
+        raise ModelContractError("is not a file; expected a .tflite model.", where=str(p),
+                                 fix="pass the .tflite file itself, not its folder.")
+    with open(p, "rb") as f:
+        head = f.read(8)
+    if len(head) < 8 or head[4:8] != FILE_IDENTIFIER:
+        raise ModelContractError(f"not a TFLite model (file identifier {head[4:8]!r}, expected "
+                                 f"{FILE_IDENTIFIER!r}).", where=str(p),
+                                 fix="pass a .tflite file; SavedModels, Keras files, frozen graphs "
+                                     "and export folders must be converted first "
+                                     "(`mobiledet convert`).")
+    return p
+
+
+def unpack_model(data: bytes, where: str = "model"):
+    """The flatbuffer as the schema's mutable object tree (`ModelT`), for code that rewrites a
+    model; `pack_model` turns it back into bytes."""
     try:
-        model = s.ModelT.InitFromPackedBuf(raw, 0)
+        return schema().ModelT.InitFromPackedBuf(data, 0)
     except Exception as exc:
-        raise ModelContractError(f"the TFLite flatbuffer cannot be read ({exc}).", where=str(p),
+        raise ModelContractError(f"the TFLite flatbuffer cannot be read ({exc}).", where=where,
                                  fix="the file is truncated or corrupt: write it again.") from exc
+
+
+def pack_model(model, size_hint: int = 0) -> bytes:
+    import flatbuffers
+
+    builder = flatbuffers.Builder(size_hint + 1024)
+    builder.Finish(model.Pack(builder), file_identifier=FILE_IDENTIFIER)
+    return bytes(builder.Output())
+
+
+def opcode_of(code) -> tuple[int, str | None]:
+    """An OperatorCode -> (builtin operator number, custom code or None).
+
+    The builtin number is the larger of `builtinCode` and `deprecatedBuiltinCode`: files written
+    before schema 3a keep it only in the deprecated int8 field, newer ones in both (or only in
+    the int32 field for numbers above 127).
+    """
+    builtin = max(int(code.builtinCode), int(getattr(code, "deprecatedBuiltinCode", 0)))
+    custom = code.customCode
+    if isinstance(custom, bytes):
+        custom = custom.decode("utf-8", "replace")
+    return builtin, custom or None
+
+
+def read_model(path) -> ModelInfo:
+    """Read a .tflite flatbuffer. Raises ModelContractError naming the file when it is unusable."""
+    p = check_model_file(path)
+    raw = p.read_bytes()
+    s = schema()
+    model = unpack_model(raw, str(p))
     if not model.subgraphs:
         raise ModelContractError("the model has no subgraph.", where=str(p),
                                  fix="write the model again with the TFLite converter.")
@@ -340,13 +377,10 @@ def read_model(path) -> ModelInfo:
     ops: list[OpInfo] = []
     for i, op in enumerate(sg.operators or []):
         code = codes[op.opcodeIndex]
-        builtin = max(int(code.builtinCode), int(getattr(code, "deprecatedBuiltinCode", 0)))
-        custom = code.customCode
-        if isinstance(custom, bytes):
-            custom = custom.decode("utf-8", "replace")
+        builtin, custom = opcode_of(code)
         ops.append(OpInfo(
             index=i, opcode=op_names.get(builtin, f"BUILTIN_{builtin}"), builtin_code=builtin,
-            version=int(code.version), custom_code=custom or None,
+            version=int(code.version), custom_code=custom,
             inputs=[tensor_at(int(j)) for j in (op.inputs if op.inputs is not None else [])],
             outputs=[tensors[int(j)] for j in (op.outputs if op.outputs is not None else [])
                      if 0 <= int(j) < len(tensors)],

@@ -36,36 +36,15 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 
 import numpy as np
 
+from include.edgetpu.tflite_model import POSTPROCESS_CUSTOM_CODE as POSTPROCESS
+from include.edgetpu.tflite_model import check_model_file, read_model
 from include.errors import DataError, ModelContractError
 
 INPUT_NAME = "normalized_input_image_tensor"
-POSTPROCESS = "TFLite_Detection_PostProcess"
-ROLES = ("boxes", "classes", "scores", "num")
 _SUFFIX_RE = re.compile(r"^(.*):([123])$")
-
-
-def check_model_file(model_path) -> Path:
-    """The model path as a Path; ModelContractError when it is missing or not a .tflite file."""
-    p = Path(model_path)
-    if not p.exists():
-        raise ModelContractError("model file not found.", where=str(p),
-                                 fix="pass the path of a .tflite file (for example one written by "
-                                     "`mobiledet convert`).")
-    if not p.is_file():
-        raise ModelContractError("is not a file; expected a .tflite model.", where=str(p),
-                                 fix="pass the .tflite file itself, not its folder.")
-    with open(p, "rb") as f:
-        head = f.read(8)
-    if len(head) < 8 or head[4:8] != b"TFL3":
-        raise ModelContractError(f"not a TFLite model (file identifier {head[4:8]!r}, expected "
-                                 "b'TFL3').", where=str(p),
-                                 fix="pass a .tflite file; SavedModels, frozen graphs and export "
-                                     "folders must be converted first (`mobiledet convert`).")
-    return p
 
 
 def _shape(detail) -> tuple[int, ...]:
@@ -263,55 +242,34 @@ def model_info(model_path) -> dict:
     """What the model file says about its post-process op: num_classes, max_detections, and the
     op's options (None when the model has no readable TFLite_Detection_PostProcess op).
 
-    Reads only the operator table of the flatbuffer (not the weights), so it is quick even for
-    large models.
+    Read by the project's one flatbuffer reader (`include.edgetpu.tflite_model`); nothing is
+    run, so a model the interpreter cannot load still gets an answer.
     """
     none = {"postprocess_op": False, "num_classes": None, "max_detections": None, "options": {},
             "outputs": []}
     path = check_model_file(model_path)
     try:
-        from ai_edge_litert import schema_py_generated as schema
-        from flatbuffers import flexbuffers
-
-        buf = bytearray(path.read_bytes())
-        model = schema.Model.GetRootAs(buf, 0)
-        codes = [model.OperatorCodes(i).CustomCode() for i in range(model.OperatorCodesLength())]
-        graph = model.Subgraphs(0)
-        for i in range(graph.OperatorsLength()):
-            op = graph.Operators(i)
-            if codes[op.OpcodeIndex()] not in (POSTPROCESS.encode(), POSTPROCESS):
-                continue
-            opts = {}
-            if op.CustomOptionsLength():
-                loaded = flexbuffers.Loads(bytes(op.CustomOptionsAsNumpy()))
-                opts = loaded if isinstance(loaded, dict) else {}
-            outputs = [graph.Tensors(int(t)).Name().decode("utf-8", "replace")
-                       for t in op.OutputsAsNumpy()] if op.OutputsLength() else []
-            return {"postprocess_op": True,
-                    "num_classes": int(opts["num_classes"]) if "num_classes" in opts else None,
-                    "max_detections": int(opts["max_detections"])
-                    if "max_detections" in opts else None,
-                    "options": {k: v for k, v in opts.items()
-                                if isinstance(v, (int, float, bool, str))},
-                    "outputs": outputs}
+        model = read_model(path)
     except Exception:  # an unreadable flatbuffer: the interpreter will say what is wrong
         return none
-    return none
-
-
-def conversion_json_for(model_path) -> Path:
-    """Where `mobiledet convert` wrote the model's report: conversion.json next to model.tflite,
-    else <stem>.conversion.json."""
-    p = Path(model_path)
-    return p.parent / "conversion.json" if p.name == "model.tflite" \
-        else p.with_suffix(".conversion.json")
+    op = next((op for op in model.ops if op.custom_code == POSTPROCESS), None)
+    if op is None:
+        return none
+    opts = op.custom_options if isinstance(op.custom_options, dict) else {}
+    return {"postprocess_op": True,
+            "num_classes": int(opts["num_classes"]) if "num_classes" in opts else None,
+            "max_detections": int(opts["max_detections"]) if "max_detections" in opts else None,
+            "options": {k: v for k, v in opts.items() if isinstance(v, (int, float, bool, str))},
+            "outputs": [t.name for t in op.outputs]}
 
 
 def read_conversion_json(model_path) -> dict | None:
     """The model's conversion report, or None when there is none; DataError when unreadable."""
     import json
 
-    path = conversion_json_for(model_path)
+    from include.convert.recipes import conversion_json_path
+
+    path = conversion_json_path(model_path)
     if not path.is_file():
         return None
     try:
