@@ -4,9 +4,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
-import types
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -231,23 +228,6 @@ def tiny_data(tmp_path_factory):
     return root, data
 
 
-@pytest.fixture(scope="module")
-def pipeline_config_writer():
-    """`save_checkpoint` writes pipeline.config through include.convert.tfod; stand in for it
-    only while that module is not there yet."""
-    try:
-        import include.convert.tfod  # noqa: F401
-        yield
-        return
-    except ImportError:
-        pass
-    mod = types.ModuleType("include.convert.tfod")
-    mod.write_pipeline_config = lambda path, spec, **kw: Path(path).write_text("model {}\n")
-    sys.modules["include.convert.tfod"] = mod
-    yield
-    sys.modules.pop("include.convert.tfod", None)
-
-
 def test_batch_stream_shapes_and_repeatable(tiny_data):
     from include.data.coco import open_dataset
     from include.mobiledet.spec import ModelSpec
@@ -282,7 +262,7 @@ def _has_fake_quant(model) -> bool:
 
 
 @pytest.fixture(scope="module")
-def float_ckpt(tiny_data, pipeline_config_writer):
+def float_ckpt(tiny_data):
     """25 steps of edgetpu training on 8 tiny images, no augmentation (so the loss can fall)."""
     from include.mobiledet.train import train
 
