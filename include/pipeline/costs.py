@@ -46,6 +46,8 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Iterator
 
+from include.procstat import status_kb
+
 SAMPLE_S = 0.02
 COSTS_DIR = "costs"
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
@@ -61,17 +63,6 @@ def rss_bytes() -> int:
             return int(fh.read().split()[1]) * _PAGE
     except (OSError, ValueError, IndexError):
         return 0
-
-
-def _status_kb(field: str) -> int | None:
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
 
 
 def reset_peak_rss() -> bool:
@@ -183,7 +174,7 @@ class Meter:
         wall = time.perf_counter() - self._t0
         cpu = _cpu_s() - self._cpu0
         if self._hwm_reset:
-            hwm = _status_kb("VmHWM")
+            hwm = status_kb("VmHWM")
             if hwm:
                 peak = max(peak, hwm * 1024)
         parts = [{"name": n, "wall_s": round(p["wall_s"], 3), "cpu_s": round(p["cpu_s"], 3),

@@ -33,28 +33,9 @@ from pathlib import Path
 import numpy as np
 
 from include.errors import ConfigError, ModelContractError
+from include.procstat import peak_rss_kb, status_kb
 
 RESULT_MARKER = "MOBILEDET_BENCHMARK_RESULT "
-
-
-def _proc_status_kb(field: str) -> float | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return float(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def _peak_kb() -> float:
-    hwm = _proc_status_kb("VmHWM")
-    if hwm is not None:
-        return hwm
-    import resource
-
-    return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)  # KiB on Linux
 
 
 def _percentile(values: np.ndarray, q: float) -> float:
@@ -75,7 +56,7 @@ def measure(model_path, threads: int, warmup: int, runs: int) -> dict:
     from include.data.preprocess import preprocess
     from include.quality.runner import Detector
 
-    baseline_kb = _proc_status_kb("VmRSS") or _peak_kb()
+    baseline_kb = status_kb("VmRSS") or peak_rss_kb()
 
     t0 = time.perf_counter()
     det = Detector(model_path, threads=threads)
@@ -95,7 +76,7 @@ def measure(model_path, threads: int, warmup: int, runs: int) -> dict:
     for _ in range(max(0, warmup - 1)):
         once()
     timed = [once() for _ in range(runs)]
-    peak_kb = _peak_kb()
+    peak_kb = peak_rss_kb()
     stats = latency_stats(timed)
     return {
         "init_ms": round(init_ms, 3),
