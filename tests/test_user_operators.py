@@ -312,3 +312,17 @@ def test_native_start_up_lines_only_when_verbose(verbose):
     assert proc.returncode == 0 and "done" in proc.stdout, proc.stderr[-2000:]
     noise = [l for l in proc.stderr.splitlines() if NOISE.search(l)]
     assert bool(noise) == bool(verbose), proc.stderr[-2000:]
+
+
+def test_operators_map_with_partial_and_expand_kwargs():
+    """One convert task per precision, the way a user fans out in their own DAG."""
+    import pendulum
+    from airflow.sdk import DAG
+
+    from operators import TFLiteConvertOperator
+
+    with DAG("fan_out", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC")):
+        mapped = TFLiteConvertOperator.partial(task_id="convert", graph="/exports/e",
+                                               calibration="/calibration").expand_kwargs(
+            [{"precision": p, "output": f"/out/{p}/model.tflite"} for p in ("float32", "int8")])
+    assert [v["precision"] for v in mapped.expand_input.value] == ["float32", "int8"]
