@@ -326,3 +326,14 @@ def test_operators_map_with_partial_and_expand_kwargs():
                                                calibration="/calibration").expand_kwargs(
             [{"precision": p, "output": f"/out/{p}/model.tflite"} for p in ("float32", "int8")])
     assert [v["precision"] for v in mapped.expand_input.value] == ["float32", "int8"]
+
+
+def test_example_dag_file_parses_fast_without_heavy_imports():
+    from dagfiles import _CODE
+
+    proc = subprocess.run([sys.executable, "-c", _CODE, str(EXAMPLE)], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["dag_id"] == "convert_and_validate" and got["heavy"] == [], got
+    assert got["seconds"] < 2.0, got
