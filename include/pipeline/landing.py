@@ -17,7 +17,7 @@ A checkpoint is a sub-folder of the store, at any depth. It counts as **landed**
   folder rename, so nothing else tells a reader that the last file is in).
 
 Files and folders whose name starts with ``.`` (the staging names ``.NAME.partial-*`` of
-`include.mobiledet.checkpoint.staged_dir` and of the artifact store, ``.NAME.old-*``) and
+`include.atomic.staged_dir` and of the artifact store, ``.NAME.old-*``) and
 S3 "folder" placeholder keys (ending in ``/``) are ignored, so a folder being written is never
 seen half-done.
 
