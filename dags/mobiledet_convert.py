@@ -120,8 +120,10 @@ with DAG(
         from airflow.sdk import get_current_context
 
         from include.pipeline.search_stage import search_stage
+        from operators.base import quiet_native_stderr
         get_current_context()["mobiledet_label"] = job["name"]
-        return search_stage(settings, job)
+        with quiet_native_stderr():   # TensorFlow's start-up lines, unless MOBILEDET_VERBOSE=1
+            return search_stage(settings, job)
 
     @task(trigger_rule="all_done", **task_args("gate"))
     def regate(settings: dict, decided: list[dict], ti=None) -> list[dict]:
@@ -130,7 +132,9 @@ with DAG(
         n = len(ti.xcom_pull(task_ids="search_jobs") or [])
         searched = ti.xcom_pull(task_ids="search", map_indexes=list(range(n))) if n else []
         searched = [searched] if isinstance(searched, dict) else list(searched or [])
-        return regate_stage(settings, decided, searched)
+        from operators.base import quiet_native_stderr
+        with quiet_native_stderr():
+            return regate_stage(settings, decided, searched)
 
     to_search = search_jobs(settings, decided.output)
     searched = search.partial(settings=settings).expand(job=to_search)
