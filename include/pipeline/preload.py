@@ -40,6 +40,7 @@ PRELOAD_MODULES = (
     "great_expectations",
     "pycocotools.coco",
     "pycocotools.cocoeval",
+    "s3fs",
 )
 
 
