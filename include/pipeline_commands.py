@@ -12,7 +12,12 @@ def register(sub) -> None:
     p = sub.add_parser("run", help="run the mobiledet_convert DAG through Airflow for checkpoints")
     p.add_argument("--checkpoint", nargs="+", required=True, metavar="URI",
                    help="checkpoint folders, export folders or TFOD bundles (paths or s3:// URIs)")
-    p.add_argument("--data", required=True, help="COCO-format evaluation dataset")
+    p.add_argument("--data", required=True,
+                   help="COCO-format evaluation dataset: a folder (annotations/instances_<split>"
+                        ".json beside <split>/) or an annotation file")
+    p.add_argument("--images", "--image-dir", dest="image_dir", default=None, metavar="DIR",
+                   help="the images of the --data annotation file, when they are not where the "
+                        "layout puts them (local paths)")
     p.add_argument("--calibration", default=None, help="int8 calibration data (default: --data)")
     p.add_argument("--store", default=None, help="artifact store (folder or s3://bucket/prefix)")
     p.add_argument("--model-name", default=None)
@@ -54,7 +59,7 @@ def cmd_run(args) -> int:
     from include.config import parse_overrides
     from include.pipeline.airflow_env import run_dag
 
-    conf = {"checkpoints": list(args.checkpoint), "data": args.data,
+    conf = {"checkpoints": list(args.checkpoint), "data": run_data(args.data, args.image_dir),
             "calibration": args.calibration, "store": args.store, "model_name": args.model_name,
             "variants": args.variants, "precisions": args.precisions, "config": args.config,
             "overrides": parse_overrides(args.set)}
@@ -68,6 +73,30 @@ def cmd_run(args) -> int:
     else:
         print_results(result["report"], time.perf_counter() - started)
     return 0
+
+
+def run_data(data: str, images: str | None) -> str:
+    """The DAG's `data` for `--data [--images DIR]`: as given, or with --images a dataset
+    folder in the project's layout whose links point at the annotation file and the images
+    (include.data.coco.dataset_view), under ~/.cache/mobiledet/datasets/. Checked up front:
+    every image the annotation file lists must be in DIR."""
+    if images is None:
+        return data
+    import hashlib
+    import os
+
+    from include.data.coco import dataset_arguments, dataset_view
+    from include.errors import DataError
+    if "://" in data or "://" in images:
+        raise DataError("--images takes local paths; a store URI is read as a dataset folder.",
+                        where=f"--data {data} --images {images}",
+                        fix="lay the dataset out in the store as annotations/instances_<split>"
+                            ".json beside <split>/, and pass that prefix as --data alone.")
+    with dataset_arguments(data, images) as ann:
+        key = hashlib.sha256(f"{Path(ann).resolve()}\n{Path(images).resolve()}".encode())
+        cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        return str(dataset_view(ann, images, cache / "mobiledet" / "datasets"
+                                / key.hexdigest()[:16]))
 
 
 # The demo's budget: at most 20 minutes on 2 cores for data, three trainings and the DAG run.

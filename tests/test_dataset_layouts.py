@@ -95,6 +95,38 @@ def test_annotation_file_and_image_folder_evaluate_as_the_project_layout(layouts
     assert json.loads((tmp_path / "decoy.json").read_text()) != dets
 
 
+def test_run_images_gives_the_dag_a_dataset_folder_that_reads_the_given_images(
+        layouts, models, tmp_path, capsys, monkeypatch):
+    """`mobiledet run --data FILE --images DIR`: the DAG takes one dataset path, so the CLI
+    hands it a folder in the project's layout whose links point at FILE and DIR; the DAG's
+    readers (open_dataset on that folder, the evaluation) then see exactly the subset."""
+    from include.data.coco import open_dataset
+    from include.pipeline_commands import run_data
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert run_data(str(layouts["proj"]), None) == str(layouts["proj"])   # as given
+    view = run_data(str(layouts["json"]), str(layouts["images"]))
+    assert view.startswith(str(tmp_path / "cache" / "mobiledet" / "datasets"))
+    assert run_data(str(layouts["json"]), str(layouts["images"])) == view  # reused
+    ds = open_dataset(view)
+    assert ds.image_dir.resolve() == layouts["images"].resolve()
+    proj = _evaluate_cli(capsys, models["model"], "--data", layouts["proj"], "--split", "val",
+                         "--out", tmp_path / "proj.json")
+    through = _evaluate_cli(capsys, models["model"], "--data", view,
+                            "--out", tmp_path / "view.json")
+    assert through["metrics"] == proj["metrics"]
+    assert json.loads((tmp_path / "view.json").read_text()) == \
+        json.loads((tmp_path / "proj.json").read_text())
+    # checked up front, before any run starts; store URIs are refused with the fix
+    with pytest.raises(DataError, match="missing"):
+        run_data(str(layouts["json"]), str(tmp_path))
+    with pytest.raises(DataError, match="local paths"):
+        run_data("s3://bucket/data/instances_x.json", str(layouts["images"]))
+    rc, _, err = _cli(["run", "--checkpoint", "x", "--data", str(layouts["json"]),
+                       "--images", str(tmp_path / "nowhere")], capsys)
+    assert rc != 0 and "image folder not found" in err
+
+
 def test_library_code_that_opens_the_dataset_itself_reads_the_given_folder(layouts):
     """train, the recipe search, quant-debug and validate open `--data` themselves
     (open_dataset, calibration_files); inside dataset_arguments they get --images."""

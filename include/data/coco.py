@@ -630,3 +630,25 @@ def dataset_arguments(data, images=None, *, data_flag: str = "--data",
             _BOUND_IMAGE_DIRS.pop(key, None)
         else:
             _BOUND_IMAGE_DIRS[key] = previous
+
+
+def dataset_view(annotation_file, images, root) -> Path:
+    """A dataset folder in the project's layout that points at an annotation file and an image
+    folder kept elsewhere: ``root/annotations/instances_<split>.json`` and ``root/<split>/`` are
+    symbolic links to them. For readers that take one dataset path (the DAG's `data`), so
+    `mobiledet run --data FILE --images DIR` needs no copy. Returns `root`; an existing view
+    pointing elsewhere is replaced whole.
+    """
+    from include.atomic import staged_dir
+
+    ann, img = Path(annotation_file).resolve(), Path(images).resolve()
+    split = _split_of(ann)
+    root = Path(root)
+    links = {root / "annotations" / f"instances_{split}.json": ann, root / split: img}
+    if all(p.is_symlink() and Path(os.readlink(p)) == target for p, target in links.items()):
+        return root
+    with staged_dir(root) as tmp:
+        (tmp / "annotations").mkdir()
+        for p, target in links.items():
+            (tmp / p.relative_to(root)).symlink_to(target)
+    return root
