@@ -591,7 +591,18 @@ def test_dashboard_reads_a_real_pipeline_run(tmp_path_factory, airflow_db):
     run = c.get(f"/api/runs/{built['run_id']}").json()
     assert run["state"] == "success, with rejections"
     assert run["published"][0]["version"] == built["version"]
-    assert run["stages"] == [] or all(s["wall_s"] is not None for s in run["stages"])
+    # one row per task, named by task and model, with where its time went
+    assert run["stages"] and all(s["wall_s"] is not None for s in run["stages"])
+    converts = [s for s in run["stages"] if s["stage"] == "convert"]
+    assert {s["task_id"] for s in converts} == {"model.convert"}
+    assert sorted(s["name"] for s in converts) == sorted(by)   # edgetpu/float32, edgetpu/int8
+    assert all(s["parts"] and s["parts"][0]["wall_s"] >= s["parts"][-1]["wall_s"]
+               for s in converts)
+    totals = {t["stage"]: t for t in run["stage_totals"]}
+    assert totals["convert"]["tasks"] == len(converts)
+    assert totals["convert"]["wall_s"] == pytest.approx(sum(s["wall_s"] for s in converts))
+    page = c.get(f"/runs/{built['run_id']}").text
+    assert "edgetpu/int8" in page.split('id="stages"')[1] and "model.convert" in page
 
 
 # --------------------------------------------------------------------------------------------

@@ -733,12 +733,37 @@ class StoreReader:
         for name, s in items:
             if not isinstance(s, dict):
                 continue
+            # one task's record (include/pipeline/costs.py): which task, for which model, and
+            # where its time went (the three largest parts)
+            label = s.get("name")
+            parts = [p for p in s.get("parts") or [] if isinstance(p, dict)
+                     and _num(p.get("wall_s")) is not None]
+            parts.sort(key=lambda p: -_num(p.get("wall_s")))
             rows.append({"stage": str(name), "wall_s": _num(s.get("wall_s")),
                          "cpu_s": _num(s.get("cpu_s")), "peak_rss_mb": _num(s.get("peak_rss_mb")),
-                         "count": s.get("count") or s.get("tasks")})
+                         "count": s.get("count") or s.get("tasks"),
+                         "task_id": s.get("task_id"),
+                         "name": str(label) if label and label != name else None,
+                         "parts": [{"name": str(p.get("name")), "wall_s": _num(p.get("wall_s"))}
+                                   for p in parts[:3]]})
         known = [r for r in rows if r["stage"] in STAGE_ORDER]
-        known.sort(key=lambda r: STAGE_ORDER.index(r["stage"]))
+        known.sort(key=lambda r: STAGE_ORDER.index(r["stage"]))   # stable: tasks keep order
         return known + [r for r in rows if r["stage"] not in STAGE_ORDER]
+
+    @staticmethod
+    def _stage_totals(rows: list[dict]) -> list[dict]:
+        """Per stage, in run order: tasks, summed wall and CPU seconds, the largest peak RSS."""
+        out: dict[str, dict] = {}
+        for r in rows:
+            t = out.setdefault(r["stage"], {"stage": r["stage"], "tasks": 0, "wall_s": None,
+                                            "cpu_s": None, "peak_rss_mb": None})
+            t["tasks"] += int(r.get("count") or 1)
+            for key in ("wall_s", "cpu_s"):
+                if r[key] is not None:
+                    t[key] = round((t[key] or 0.0) + r[key], 3)
+            if r["peak_rss_mb"] is not None:
+                t["peak_rss_mb"] = max(t["peak_rss_mb"] or 0.0, r["peak_rss_mb"])
+        return list(out.values())
 
     def run_summary(self, run_id: str) -> dict:
         check_name(run_id, "run id")
@@ -746,7 +771,8 @@ class StoreReader:
         if not isinstance(report, dict):
             return {"run_id": run_id, "state": "no report", "has_report": False,
                     "detail": "no report.json yet: the run is still going, or stopped before "
-                              "its report task", "stages": [], "duration_s": None,
+                              "its report task", "stages": [], "stage_totals": [],
+                    "duration_s": None,
                     "published": [], "rejected": [], "models": 0, "passed": 0, "problems": []}
         models = [m for m in report.get("models") or [] if isinstance(m, dict)]
         problems = [str(p) for p in report.get("problems") or []]
@@ -772,6 +798,7 @@ class StoreReader:
         walls = [s["wall_s"] for s in stages if s["wall_s"] is not None]
         duration = _num(report.get("duration_s")) or (round(sum(walls), 3) if walls else None)
         return {"run_id": run_id, "state": state, "has_report": True, "stages": stages,
+                "stage_totals": self._stage_totals(stages),
                 "duration_s": duration, "published": published, "rejected": rejected,
                 "models": len(models), "passed": passed, "problems": problems,
                 "model_name": report.get("model_name"), "metric": report.get("metric"),
