@@ -24,6 +24,9 @@ counts from the offline analysis}}, contract_failures (what the contract check f
 baseline_reason (why there is no baseline). `baseline` is what
 `include.store.comparable_baseline` returns (needs `map`, optionally `metric` and `version`).
 Everything in a decision is plain JSON (it is written into the release manifest).
+`edgetpu_mapping_check(counts, config)` is the edgetpu_mapping check on the offline
+prediction's op counts alone, for models that have not reached the gate yet: the int8 recipe
+search rejects a float-fallback candidate with it (include/convert/search.py).
 """
 from __future__ import annotations
 
@@ -259,6 +262,19 @@ def _mapping_check(counts_of: Mapping, gates, source: str) -> GateCheck:
         return GateCheck(name, True, bad_count, 0,
                          detail + " (gates.require_edgetpu_mapped is false: off)", "off")
     return GateCheck(name, False, bad_count, 0, detail, "fail")
+
+
+def edgetpu_mapping_check(counts: Mapping, config,
+                          source: str = "decided by: offline prediction") -> GateCheck:
+    """The `edgetpu_mapping` check on op counts alone, as the gate decides a prediction: for
+    models that have not reached the gate yet (the int8 recipe search's candidates, whose
+    float fallback makes the Edge TPU compiler cut the graph at the first float op). `counts`:
+    ops_total (or total_ops), ops_on_tpu, ops_on_cpu, optionally unmapped_ops. gates.edgetpu
+    'off' turns it off; `require_edgetpu_mapped` false reports the cost and passes."""
+    gates = _gates_of(config)
+    if _edgetpu_mode(gates) == "off":
+        return GateCheck("edgetpu_mapping", True, None, 0, "gates.edgetpu is off", "off")
+    return _mapping_check(counts, gates, source)
 
 
 def _fmt_int(value) -> str:

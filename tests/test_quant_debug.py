@@ -1,13 +1,22 @@
 """Per-layer quantization analysis (quant-debug), selective float fallback, the integer promise.
 
 The outlier case (built once per session, shared with test_search.py): a tiny untrained
-EdgeTPU MobileDet with batch-norm statistics from its images, whose heads are rescaled so that it makes a few confident detections per
-image, then given one activation outlier channel (`inject_activation_outlier`: the BN scale of
-channel 0 of `edgetpu/C1/tucker_0/project` x1000, compensated in the next conv, so the float
-model is unchanged). Its evaluation dataset's ground truth is the float model's own detections
-with score >= 0.3 (evaluate's agreement threshold), so the float model scores AP50 1 and the
-drop of an int8 model is how much of the float model's output it loses (measured: plain int8
-drops 0.11, keeping the two worst layers float 0.02; the int8 gate allows 0.05).
+EdgeTPU MobileDet with batch-norm statistics from its images, whose heads are rescaled so that
+it makes a few confident detections per image, then given one activation outlier channel
+(`inject_activation_outlier`: the BN scale of channel 0 of `edgetpu/C1/tucker_0/project` x1000,
+compensated in the next conv, so the float model is unchanged). Its evaluation dataset's ground
+truth is the float model's own detections with score >= 0.3 (evaluate's agreement threshold),
+so the float model scores AP50 1 and the drop of an int8 model is how much of the float model's
+output it loses.
+
+How strongly the output depends on the image decides how much an outlier can cost: with
+random-noise images and BN scales x0.7 only 0.2% of the class logits' variance depends on the
+image (the top 10 detections are 88% the same anchors on every image), so plain int8 of the
+outlier model lost only AP50 0.11. BN scales x0.85 make the output depend on the image (and
+int8's rounding still costs the clean model little): measured, plain int8 of the clean model
+drops 0.038, of the outlier model 0.48 (the int8 gate allows 0.05: ~10x), keeping the two worst
+layers float 0.021. The seed is one where the clean model stays within the gate; at this
+gain the outlier's drop was 0.28-0.65 on every seed tried, the clean model's 0.03-0.13.
 """
 from __future__ import annotations
 
@@ -23,16 +32,18 @@ from models import LABEL_MAP, TINY, make_image_folder, shared_export
 
 OUTLIER_LAYER = "edgetpu/C1/tucker_0/project"
 CONSUMER_LAYER = "edgetpu/C2/fused_0/fused"
+CASE_SEED, CASE_BN_GAIN = 4, 0.85
 _CASE: dict = {}
 
 
 # ================================================================= the outlier case
-def _data_batchnorm(model, images, gain=0.7):
+def _data_batchnorm(model, images, gain=0.85):
     """Set every BN's moving statistics to those of these images (one training-mode pass with
     momentum 0), then scale the BN scales by `gain`. With arbitrary BN statistics an untrained
     model's output does not depend on the image; with data statistics and gain 1 it is chaotic
-    (plain int8 of the clean model already drops AP50 by ~0.3); at 0.5 early layers hardly
-    matter; at 0.7 the output depends on the image and the clean model quantizes well."""
+    (plain int8 of the clean model already drops AP50 by ~0.3); at 0.7 the output hardly
+    depends on the image (0.2% of the logits' variance), at 0.85 it does (about a quarter at
+    0.9) while the clean model still quantizes within the gate (module docstring)."""
     import tensorflow as tf
 
     bns = [l for l in model.layers if isinstance(l, tf.keras.layers.BatchNormalization)]
@@ -112,10 +123,10 @@ def outlier_case() -> dict:
     val = make_image_folder(data / "val", count=24, size=64, seed=1)
     train = make_image_folder(data / "train", count=12, size=64, seed=2)
     spec = ModelSpec(variant="edgetpu", **TINY)
-    tf.keras.utils.set_random_seed(0)
+    tf.keras.utils.set_random_seed(CASE_SEED)
     model = build_detector(spec)
     batch = np.stack([preprocess(p, 64) for p in sorted(val.glob("*.png"))]).astype(np.float32)
-    _data_batchnorm(model, tf.constant(batch))
+    _data_batchnorm(model, tf.constant(batch), gain=CASE_BN_GAIN)
     _confident_heads(model, tf.constant(batch))
     save_checkpoint(model, root / "clean", spec, qat=False, label_map=LABEL_MAP, steps=0,
                     data_fingerprint=None)

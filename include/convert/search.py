@@ -21,16 +21,24 @@ within the accuracy gate are validated against the output contract (Great Expect
 
 A candidate passes when its drop of the gate metric against the float reference is within
 `GateConfig.max_drop("int8")`, its metric is at least `min_map`, its output contract holds and
-its latency is within `max_latency_ms` (when set). Objective (default "fastest"): among the
-passing candidates, for the Edge TPU and DSP variants those with the fewest ops predicted off
-the accelerator come first (a float fallback moves the cut forward); then the fastest (p50 on
-the host CPU; within 5% counts as a tie); ties go to the smallest file. "smallest" swaps the
-last two. The chosen model is written to `out_path` with `conversion.json`, whose `search` key
-holds the whole table; `search.json` next to it holds the table whether or not one passed.
+its latency is within `max_latency_ms` (when set), and, for the EdgeTPU variant, it passes the
+gate's `edgetpu_mapping` check on the offline prediction (`include/gates.py`,
+`edgetpu_mapping_check`). The Edge TPU fallback rule: a float layer makes the Edge TPU compiler
+cut the graph at the first float op, and every op after it runs on the CPU. With
+`gates.require_edgetpu_mapped` true (the default) such a candidate is rejected here, its verdict
+saying how many ops the cut leaves on the CPU and where it falls, so the search never chooses
+a model the gate would reject after it; with it false (or `gates.edgetpu: off`) it may pass,
+and the table shows what it costs (Edge TPU ops mapped, cut layer).
+
+Objective (default "fastest"): among the passing candidates, for the Edge TPU and DSP variants
+those with the fewest ops predicted off the accelerator come first (a float fallback moves the
+cut forward); then the fastest (p50 on the host CPU; within 5% counts as a tie); ties go to
+the smallest file. "smallest" swaps the last two. The chosen model is written to `out_path`
+with `conversion.json`, whose `search` key holds the whole table; `search.json` next to it
+holds the table whether or not one passed.
 """
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 import tempfile
@@ -170,8 +178,10 @@ def search_int8(graph_dir, calibration, data, reference_model, out_path, *,
      reference, candidates: [row, ...], worst_layers, seconds}; each row:
     {candidate, description, status (pass|fail|skipped|not tried|error), verdict, options,
      calibration, metric, reference_metric, drop, agreement, size_bytes, latency_ms,
-     edgetpu {ops_on_tpu, total_ops, unexpected_on_cpu, mapped, cut_layer}, float_layers,
-     contract, seconds}.
+     edgetpu {ops_on_tpu, total_ops, ops_on_cpu, unexpected_on_cpu, mapped, cut_layer},
+     edgetpu_gate {status, passed, value, detail} (EdgeTPU variant), rejected_by
+     ("edgetpu_mapping" when only the mapping rule failed it), float_layers, contract,
+     seconds}.
     """
     from include.config import GateConfig
     from include.convert.recipes import check_request, convert, edgetpu_cost
@@ -244,6 +254,8 @@ def search_int8(graph_dir, calibration, data, reference_model, out_path, *,
                          benchmark_runs, validate_images, max_drop, say)
                 cost = (report.get("fallback") or {}).get("edgetpu") or edgetpu_cost(model)
                 row["edgetpu"] = _tpu_summary(cost)
+                if variant == "edgetpu":
+                    _edgetpu_rule(row, gate)
             except MobiledetError as exc:
                 if name == "plain":
                     raise  # the graph cannot take the int8 recipe at all: say so, try nothing
@@ -263,7 +275,9 @@ def search_int8(graph_dir, calibration, data, reference_model, out_path, *,
             "budget": budget,
             "tried": tried,
             "gate": {"precision": "int8", "metric": gate.metric, "max_drop": max_drop,
-                     "min_map": gate.min_map, "max_latency_ms": gate.max_latency_ms},
+                     "min_map": gate.min_map, "max_latency_ms": gate.max_latency_ms,
+                     "require_edgetpu_mapped": gate.require_edgetpu_mapped,
+                     "edgetpu": gate.edgetpu},
             "graph": str(source.path),
             "variant": variant,
             "reference": str(reference_model),
@@ -320,9 +334,37 @@ def _measure(row, model, data, reference_model, gate, max_images, threads, runs,
                                           f"{max_drop:.3f}, contract ok")
 
 
+def _edgetpu_rule(row: dict, gate) -> None:
+    """The gate's edgetpu_mapping check on the candidate's offline prediction (module
+    docstring): a candidate within the accuracy gate whose float layers leave ops on the CPU
+    fails when `require_edgetpu_mapped` holds, and says what the cut costs either way."""
+    from include.gates import edgetpu_mapping_check
+
+    tpu = row["edgetpu"]
+    check = edgetpu_mapping_check({"ops_total": tpu["total_ops"], "ops_on_tpu": tpu["ops_on_tpu"],
+                                   "ops_on_cpu": tpu["ops_on_cpu"]}, gate)
+    row["edgetpu_gate"] = {"status": check.status, "passed": check.passed,
+                           "value": check.value, "detail": check.detail}
+    if not tpu["unexpected_on_cpu"] or row["status"] != "pass":
+        return
+    where = f" at {tpu['cut_layer']}" if tpu.get("cut_layer") else ""
+    cost = (f"Edge TPU cut{where}: {tpu['unexpected_on_cpu']} op(s) after it on the CPU "
+            f"({tpu['mapped']} mapped)")
+    if check.passed:
+        why = "gates.edgetpu is off" if check.status == "off" and "edgetpu is off" in \
+            check.detail else "gates.require_edgetpu_mapped is false"
+        row["verdict"] += f"; {cost}; {why}: accepted"
+    else:
+        row.update(status="fail", verdict=f"fail: {cost}; gates.require_edgetpu_mapped is true "
+                                           f"({gate.metric} drop {row['drop']:+.3f} within the "
+                                           "gate; false accepts the cut)")
+        row["rejected_by"] = "edgetpu_mapping"
+
+
 def _tpu_summary(cost: dict) -> dict:
     cut = cost.get("cut") or {}
     return {"ops_on_tpu": cost["ops_on_tpu"], "total_ops": cost["total_ops"],
+            "ops_on_cpu": cost.get("ops_on_cpu", cost["total_ops"] - cost["ops_on_tpu"]),
             "unexpected_on_cpu": cost["unexpected_on_cpu"],
             "mapped": f"{cost['ops_on_tpu']}/{cost['total_ops']}",
             "cut_layer": cut.get("layer"), "cut_operator": cut.get("operator"),
@@ -340,20 +382,20 @@ def _objective_text(objective: str) -> str:
 
 
 def _write_json(path: Path, obj) -> None:
-    from include.console import dumps
+    from include.atomic import write_json_atomic
 
-    partial = path.parent / f".{path.name}.partial"
-    partial.write_text(dumps(obj))
-    os.replace(partial, path)
+    write_json_atomic(path, obj)
 
 
 def _publish(model: Path, out_path: Path, report: dict) -> None:
+    """The chosen model and its conversion.json, each complete or absent; the model last, so
+    a model under its final name always has its provenance beside it."""
+    from include.atomic import atomic_path
     from include.convert.recipes import conversion_json_path
 
-    partial = out_path.parent / f".{out_path.name}.partial"
-    shutil.copyfile(model, partial)
-    _write_json(conversion_json_path(out_path), report)
-    os.replace(partial, out_path)
+    with atomic_path(out_path) as tmp:
+        shutil.copyfile(model, tmp)
+        _write_json(conversion_json_path(out_path), report)
 
 
 def format_search(result: dict) -> str:
@@ -375,6 +417,11 @@ def format_search(result: dict) -> str:
     tail = (f"chosen: {result['chosen']} -> {result['model']}" if result["passed"] else
             f"no candidate passed the int8 gate ({result['gate']['metric']} drop <= "
             f"{result['gate']['max_drop']}); nothing written but {result['search_json']}")
+    cut = [r["candidate"] for r in result["candidates"]
+           if r.get("rejected_by") == "edgetpu_mapping"]
+    if cut:
+        tail += (f"\nwithin the accuracy gate but rejected for the Edge TPU cut: {', '.join(cut)} "
+                 "(gates.require_edgetpu_mapped: false accepts a partly mapped model)")
     return head + "\n" + tail + "\n(* = chosen; Edge TPU ops are the offline prediction)"
 
 
