@@ -137,3 +137,17 @@ def test_edgetpu_mapping_rule_on_counts():
     assert relaxed.passed and relaxed.status == "off" and relaxed.value == 124
     off = edgetpu_mapping_check(cut, GateConfig(edgetpu="off"))
     assert off.passed and off.status == "off"
+
+
+def test_the_regate_reason_says_a_candidate_was_turned_down_for_the_edge_tpu_cut():
+    """The DAG's rejection reason lists every candidate; one within the accuracy gate but cut
+    on the Edge TPU must say so, or the reason reads as if a passing recipe was ignored."""
+    from include.pipeline.search_stage import _table
+
+    text = _table({"candidates": [
+        {"candidate": "plain", "status": "fail", "drop": 0.442},
+        {"candidate": "float-worst-2", "status": "fail", "drop": 0.006,
+         "rejected_by": "edgetpu_mapping"},
+        {"candidate": "int16-activations", "status": "skipped"}]})
+    assert text == ("plain: fail (drop +0.442), float-worst-2: fail (drop +0.006, rejected for "
+                    "the Edge TPU cut), int16-activations: skipped")

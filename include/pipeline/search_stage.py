@@ -16,7 +16,7 @@ from pathlib import Path
 SEARCH_PRECISIONS = ("int8",)          # post-training int8 of a float graph (not QAT uint8)
 ACCURACY_CHECKS = ("map_drop", "min_map")
 TABLE_KEYS = ("candidate", "status", "verdict", "drop", "metric", "size_bytes", "latency_ms",
-              "edgetpu", "float_layers")
+              "edgetpu", "float_layers", "rejected_by")
 
 
 def search_jobs(settings: dict, decided: list[dict]) -> list[dict]:
@@ -80,11 +80,16 @@ def search_stage(settings: dict, job: dict) -> dict:
 
 
 def _table(summary: dict) -> str:
-    rows = [f"{r['candidate']}: {r['status']}" + (f" (drop {r['drop']:+.3f})"
-                                                  if isinstance(r.get("drop"), (int, float))
-                                                  else "")
-            for r in summary.get("candidates", [])]
-    return ", ".join(rows) or "no candidate"
+    def row(r):
+        text = f"{r['candidate']}: {r['status']}"
+        if isinstance(r.get("drop"), (int, float)):
+            text += f" (drop {r['drop']:+.3f}"
+            # within the accuracy gate, turned down because float layers cut the Edge TPU graph
+            if r.get("rejected_by") == "edgetpu_mapping":
+                text += ", rejected for the Edge TPU cut"
+            text += ")"
+        return text
+    return ", ".join(row(r) for r in summary.get("candidates", [])) or "no candidate"
 
 
 def regate_stage(settings: dict, decided: list[dict], searched: list[dict]) -> list[dict]:
