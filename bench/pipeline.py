@@ -10,7 +10,8 @@ synthetic evaluation data (include/data/synth.py), it times:
   (b) `mobiledet run` (dag.test: every task in one process, one after another);
   (c) the real scheduler, dag-processor, triggerer and api-server on PostgreSQL, with
       - the LocalExecutor, parallelism 2,
-      - a Celery worker, concurrency 2 (Redis broker),
+      - a Celery worker, concurrency 2 (Redis broker), and the same worker again with its
+        TensorFlow / Great Expectations preload off (MOBILEDET_WORKER_PRELOAD=0) for comparison,
       from the landing of the checkpoints in the watched checkpoint store
       (MOBILEDET_CHECKPOINT_STORE; the AssetWatcher starts mobiledet_convert, whose evaluation
       data is MOBILEDET_DATA) to the end of the last publish task.
@@ -53,11 +54,9 @@ PRECISIONS = {("cpu", False): ["float32", "dynamic", "float16", "int8"],
 TARGETS = {"c_vs_a": 0.6, "overhead": 0.10, "landing_s": 30.0, "per_model_growth": 0.15,
            "eval_throughput": 0.95}
 RUN_TIMEOUT_S = 5400
-#: the 0.6x target is checked on the scale-out shape (docker-compose.yaml's): Celery workers,
-#: whose pool preloads TensorFlow and Great Expectations. The LocalExecutor's workers are
-#: forked by the scheduler, which cannot preload them, so each task pays its imports; its
-#: ratio is printed as a figure.
-CELERY = "Celery worker (concurrency 2)"
+#: rows printed for comparison only: the Celery worker with its preload turned off
+#: (MOBILEDET_WORKER_PRELOAD=0), every task importing TensorFlow / Great Expectations itself.
+NOT_TARGETS = ("Celery worker (concurrency 2), no preload",)
 
 
 def log(msg: str) -> None:
@@ -210,8 +209,13 @@ class Deployment:
                  "MOBILEDET_CONFIG": str(inputs["config"]),
                  "MOBILEDET_WATCH_POLL_S": str(poll_s), "MOBILEDET_TASK_RETRIES": "0",
                  "PYTHONPATH": str(ROOT), **(env or {})}
+        # The slots are the LocalExecutor's parallelism, or the Celery worker's concurrency;
+        # with Celery the scheduler's parallelism stays Airflow's default (32), as in
+        # docker-compose.yaml: capped at the worker's slots, the scheduler would wait for the
+        # result backend to report a task done before it sends the next one.
         settings = AirflowSettings(home=self.work / "home", port=free_port(), executor=executor,
-                                   sql_alchemy_conn=url, parallelism=slots,
+                                   sql_alchemy_conn=url,
+                                   parallelism=None if executor == "celery" else slots,
                                    broker_url=redis.url if redis else None,
                                    worker_concurrency=slots, extra_env=extra)
         self.airflow = AirflowDeployment(settings)
@@ -302,8 +306,11 @@ def eval_throughput(work: Path, args) -> float:
     sys.path.insert(0, str(ROOT / "bench"))
     import eval_throughput as et
 
+    # Passes of a second or more, five of them interleaved, the median of the paired ratios:
+    # at 48 images an int8 pass takes 0.2 s and this VM's noise alone moves it by 30%.
     rows = et.measure(work / "eval-throughput", images=args.throughput_images, threads=[2],
-                      precisions=["float32", "int8"], runs=30, repeat=3)
+                      precisions=["float32", "int8"], runs=args.throughput_images,
+                      repeat=args.throughput_repeat)
     return min(r["ratio_decoded_once"] for r in rows)
 
 
@@ -362,7 +369,8 @@ def main(argv=None) -> int:
                    help="no second Celery run with the worker preload turned off")
     p.add_argument("--skip-scaling", action="store_true", help="no 1/2/4-checkpoint runs")
     p.add_argument("--skip-throughput", action="store_true")
-    p.add_argument("--throughput-images", type=int, default=48)
+    p.add_argument("--throughput-images", type=int, default=240)
+    p.add_argument("--throughput-repeat", type=int, default=5)
     p.add_argument("--json-out", default=None, help="write every figure here")
     args = p.parse_args(argv)
 
@@ -479,11 +487,11 @@ def main(argv=None) -> int:
         (reached if ok else missed).append(text)
 
     for name, r in c.items():
-        if name == CELERY:
-            target(r["wall_s"] <= TARGETS["c_vs_a"] * a["wall_s"],
-                   f"(c) {name} {r['wall_s'] / a['wall_s']:.2f}x of (a) (target <= 0.6x)")
-        else:   # a figure, not a target: see CELERY
+        if name in NOT_TARGETS:   # the same worker with the preload off: for comparison
             print(f"figure:  (c) {name} {r['wall_s'] / a['wall_s']:.2f}x of (a)")
+            continue
+        target(r["wall_s"] <= TARGETS["c_vs_a"] * a["wall_s"],
+               f"(c) {name} {r['wall_s'] / a['wall_s']:.2f}x of (a) (target <= 0.6x)")
         target(r["overhead_s"] < TARGETS["overhead"] * r["wall_s"],
                f"(c) {name} orchestration overhead {r['overhead_s'] / r['wall_s']:.1%} of its "
                "wall (target < 10%)")

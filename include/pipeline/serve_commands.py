@@ -126,7 +126,10 @@ def serve_settings(args):
         home=home, dags_folder=dags, host=args.host, port=args.port, executor=args.executor,
         sql_alchemy_conn=args.sql_alchemy_conn, broker_url=args.broker_url,
         worker_concurrency=args.concurrency, username=args.user, password=args.password,
-        parallelism=max(2, os.cpu_count() or 2),
+        # LocalExecutor: one worker process per core. Celery: the workers' --concurrency sets
+        # the slots, and the scheduler keeps Airflow's default parallelism (32): capped at the
+        # slots it would wait for the result backend before sending each next task.
+        parallelism=max(2, os.cpu_count() or 2) if args.executor != "celery" else None,
         extra_env=pipeline_env(args.checkpoints, args.data, args.store))
 
 
