@@ -1,6 +1,7 @@
 """Printing helpers shared by every CLI verb: JSON, plain tables, progress, quiet stderr."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -147,6 +148,35 @@ class LogProgress:
         if not self.closed:
             self.closed = True
             self._line(final=True)
+
+
+VERBOSE_ENV = "MOBILEDET_VERBOSE"
+_FALSE = ("", "0", "false", "no", "off")
+
+
+def env_flag(name: str, default: bool, environ=None) -> bool:
+    """An on/off environment setting: unset gives `default`; set, anything but 0, false, no,
+    off or empty is on."""
+    environ = os.environ if environ is None else environ
+    value = environ.get(name)
+    return default if value is None else value.strip().lower() not in _FALSE
+
+
+def verbose(environ=None) -> bool:
+    """MOBILEDET_VERBOSE=1 keeps TensorFlow's native start-up lines (CUDA probing, oneDNN and
+    CPU-feature notices) in task and worker logs; by default they are dropped."""
+    return env_flag(VERBOSE_ENV, False, environ)
+
+
+@contextlib.contextmanager
+def quiet_native_stderr():
+    """QuietNativeStderr around a block of heavy work (a task's, a worker's preload), unless
+    verbose(); the filter's pump thread ends with the block."""
+    if verbose():
+        yield
+        return
+    with QuietNativeStderr():
+        yield
 
 
 class QuietNativeStderr:

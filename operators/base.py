@@ -12,33 +12,12 @@ from __future__ import annotations
 
 import difflib
 import os
-from contextlib import contextmanager, nullcontext
-from typing import Any, Iterator
+from typing import Any
 
 from airflow.sdk import BaseOperator
 
+from include.console import quiet_native_stderr  # MOBILEDET_VERBOSE=1 keeps TF's native lines
 from operators.hooks import MobiledetStoreHook
-
-VERBOSE_ENV = "MOBILEDET_VERBOSE"
-
-
-def verbose(environ=None) -> bool:
-    """MOBILEDET_VERBOSE=1 keeps TensorFlow's native start-up lines (CUDA probing, oneDNN and
-    CPU-feature notices) in the task log; by default they are dropped."""
-    environ = os.environ if environ is None else environ
-    return (environ.get(VERBOSE_ENV) or "").strip().lower() not in ("", "0", "false", "no", "off")
-
-
-@contextmanager
-def quiet_native_stderr() -> Iterator[None]:
-    """`include.console.QuietNativeStderr` around the heavy work of a task, unless verbose."""
-    if verbose():
-        with nullcontext():
-            yield
-        return
-    from include.console import QuietNativeStderr
-    with QuietNativeStderr():
-        yield
 
 
 def fail_fast(exc: BaseException) -> BaseException:

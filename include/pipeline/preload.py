@@ -22,7 +22,6 @@ ways).
 """
 from __future__ import annotations
 
-import contextlib
 import importlib
 import logging
 import os
@@ -44,22 +43,21 @@ PRELOAD_MODULES = (
 )
 
 
-def preload_enabled(env=os.environ) -> bool:
-    value = env.get("MOBILEDET_WORKER_PRELOAD", "1").strip().lower()
-    return value not in ("0", "false", "no", "off", "")
+def preload_enabled(environ=None) -> bool:
+    from include.console import env_flag
+    return env_flag("MOBILEDET_WORKER_PRELOAD", True, environ)
 
 
 def preload(modules=PRELOAD_MODULES) -> dict[str, float]:
     """Import `modules`; returns seconds per module imported (missing ones are left out)."""
-    from include.console import QuietNativeStderr
+    from include.console import quiet_native_stderr
 
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")   # as include/__init__.py sets it
     took: dict[str, float] = {}
-    quiet = os.environ.get("MOBILEDET_VERBOSE", "") in ("", "0")
     # TensorFlow's C++ start-up notices (CUDA probing, oneDNN) would otherwise land in the
-    # worker's log each start; the filter passes everything else, and its pump thread ends
-    # with the block, before anything forks.
-    with QuietNativeStderr() if quiet else contextlib.nullcontext():
+    # worker's log each start (MOBILEDET_VERBOSE=1 keeps them); the filter passes everything
+    # else, and its pump thread ends with the block, before anything forks.
+    with quiet_native_stderr():
         for name in modules:
             start = time.perf_counter()
             try:
