@@ -752,18 +752,11 @@ class StoreReader:
 
     @staticmethod
     def _stage_totals(rows: list[dict]) -> list[dict]:
-        """Per stage, in run order: tasks, summed wall and CPU seconds, the largest peak RSS."""
-        out: dict[str, dict] = {}
-        for r in rows:
-            t = out.setdefault(r["stage"], {"stage": r["stage"], "tasks": 0, "wall_s": None,
-                                            "cpu_s": None, "peak_rss_mb": None})
-            t["tasks"] += int(r.get("count") or 1)
-            for key in ("wall_s", "cpu_s"):
-                if r[key] is not None:
-                    t[key] = round((t[key] or 0.0) + r[key], 3)
-            if r["peak_rss_mb"] is not None:
-                t["peak_rss_mb"] = max(t["peak_rss_mb"] or 0.0, r["peak_rss_mb"])
-        return list(out.values())
+        """Per stage, in run order: tasks, summed wall and CPU seconds, the largest peak RSS
+        (the pipeline's own aggregation, include/pipeline/costs.py)."""
+        from include.pipeline.costs import totals
+
+        return [{"stage": stage, **t} for stage, t in totals(rows).items()]
 
     def run_summary(self, run_id: str) -> dict:
         check_name(run_id, "run id")
