@@ -45,9 +45,9 @@ import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
-from include.atomic import atomic_path, move_atomic
+from include.atomic import copy_atomic, move_atomic, write_json_atomic
 from include.errors import ConfigError, ConversionError
 
 QUANTIZED_INPUT_STATS = (128.0, 128.0)  # uint8 q -> real (q - 128) / 128 in [-1, 127/128]
@@ -373,13 +373,18 @@ def convert(graph_dir, precision: str, out_path, *, calibration=None, calibratio
         if fallback_info is not None:
             report["fallback"] = fallback_info
         report.update(extra_report or {})
-        from include.console import dumps
-        # the report is written first and renamed last, so a model never sits beside a
-        # missing or stale conversion.json after a crash
-        with atomic_path(conversion_json_path(out_path)) as tmp_json:
-            tmp_json.write_text(dumps(report))
-            move_atomic(tmp_model, out_path)
+        publish_model(tmp_model, out_path, report, move=True)
     return report
+
+
+def publish_model(model, out_path, report: dict, *, move: bool = False) -> Path:
+    """Put a model under its final name with its conversion.json beside it, each complete or
+    absent: the report first, the model last, so a model under its final name always has its
+    own provenance beside it (after a crash, at worst a new report beside the old model).
+    `move` renames `model` into place (copying across file systems), else it is copied."""
+    out_path = Path(out_path)
+    write_json_atomic(conversion_json_path(out_path), report)
+    return move_atomic(model, out_path) if move else copy_atomic(model, out_path)
 
 
 def _describe(recipe: Recipe, options: dict) -> str:
@@ -498,9 +503,19 @@ def _tf_version() -> str:
     return tf.__version__
 
 
+def _report_name(model_name: str) -> str:
+    return "conversion.json" if model_name == "model.tflite" \
+        else PurePosixPath(model_name).with_suffix(".conversion.json").name
+
+
 def conversion_json_path(model_path) -> Path:
     """Where `convert` writes a model's report (and every reader looks for it): conversion.json
     beside model.tflite, else <stem>.conversion.json."""
     model_path = Path(model_path)
-    return model_path.parent / "conversion.json" if model_path.name == "model.tflite" \
-        else model_path.with_suffix(".conversion.json")
+    return model_path.parent / _report_name(model_path.name)
+
+
+def conversion_json_uri(model_uri: str) -> str:
+    """conversion_json_path for a store URI (or a path given as text)."""
+    parent, sep, name = str(model_uri).rstrip("/").rpartition("/")
+    return parent + sep + _report_name(name)

@@ -388,14 +388,10 @@ def _write_json(path: Path, obj) -> None:
 
 
 def _publish(model: Path, out_path: Path, report: dict) -> None:
-    """The chosen model and its conversion.json, each complete or absent; the model last, so
-    a model under its final name always has its provenance beside it."""
-    from include.atomic import atomic_path
-    from include.convert.recipes import conversion_json_path
+    """The chosen model and its conversion.json (include.convert.recipes.publish_model)."""
+    from include.convert.recipes import publish_model
 
-    with atomic_path(out_path) as tmp:
-        shutil.copyfile(model, tmp)
-        _write_json(conversion_json_path(out_path), report)
+    publish_model(model, out_path, report)
 
 
 def format_search(result: dict) -> str:
