@@ -20,7 +20,7 @@ from include import __version__
 from include.atomic import staged_dir
 from include.errors import CheckpointError
 from include.mobiledet.spec import ModelSpec
-from include.store.store import sha256_file  # noqa: F401  (one implementation, used here)
+from include.store.store import sha256_file
 
 FORMAT = "mobiledet-checkpoint/1"
 WEIGHTS = "weights.h5"

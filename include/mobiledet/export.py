@@ -111,7 +111,8 @@ def export_checkpoint(checkpoint_dir, out_dir, *, max_detections=10, score_thres
     """
     import shutil
 
-    from include.mobiledet.checkpoint import load_checkpoint, staged_dir, utc_now
+    from include.atomic import staged_dir
+    from include.mobiledet.checkpoint import load_checkpoint, utc_now
     from include.mobiledet.ssd import anchors_for
 
     model, meta = load_checkpoint(checkpoint_dir, batch_size=1)
