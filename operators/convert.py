@@ -19,10 +19,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from include.convert.recipes import PRECISIONS  # light: no TensorFlow at import
 from operators.base import (MobiledetOperator, bad_argument, check_choice, check_count,
                             check_location, is_static)
-
-PRECISIONS = ("float32", "dynamic", "float16", "int8", "uint8")  # include.convert.recipes
 
 
 class TFLiteConvertOperator(MobiledetOperator):

@@ -12,10 +12,9 @@ the prediction. A killed task stops the compiler's process group (`on_kill`).
 """
 from __future__ import annotations
 
-from operators.base import MobiledetOperator, check_location, check_number
-
 # the SSD post-process op always runs on the CPU (as include.gates counts it)
-POSTPROCESS_OPS = ("TFLite_Detection_PostProcess", "CUSTOM")
+from include.gates import POSTPROCESS_OPS
+from operators.base import MobiledetOperator, check_location, check_number
 
 
 class EdgeTPUCompileOperator(MobiledetOperator):

@@ -84,22 +84,17 @@ class ConvertModelOperator(_PlanStep, TFLiteConvertOperator):
 
     def run(self, context):
         from include.pipeline.costs import task_meter
-        from include.pipeline.stages import _prefix, _store
+        from include.pipeline.stages import convert_args
 
         job, settings = self.job, self.settings
         self.label(context, job.get("name"))
 
         def work():
-            cfg = settings["config"]
             with task_meter("convert", settings, job) as meter:
-                self.graph = job["export_uri"]
-                self.precision = job["precision"]
-                self.calibration = settings["calibration"] if job["precision"] == "int8" \
-                    else None
-                self.calibration_count = cfg.get("calibration_count", 100)
-                self.conn_id = cfg.get("conn_id")
-                self.output_uri = _store(settings).uri(
-                    f"{_prefix(settings, job['ckpt_id'])}/{job['precision']}/model.tflite")
+                args = convert_args(settings, job)
+                self.graph, self.precision = args["graph"], args["precision"]
+                self.output_uri, self.calibration = args["output"], args["calibration"]
+                self.calibration_count, self.conn_id = args["calibration_count"], args["conn_id"]
                 out = self.convert(meter)
             return {**job, **{k: v for k, v in out.items() if k != "precision"}}
 
@@ -144,25 +139,21 @@ class PipelineEdgeTPUOperator(_PlanStep, _EdgeTPUCompile):
 
     def run(self, context):
         from include.pipeline.costs import task_meter
-        from include.pipeline.stages import _prefix, _store, edgetpu_applies
+        from include.pipeline.stages import edgetpu_applies, edgetpu_args, edgetpu_base
 
         model, settings = self.converted, self.settings
         self.label(context, model.get("name"))
-        base = {"name": model["name"], "ckpt_id": model["ckpt_id"],
-                "precision": model["precision"], "variant": model["variant"]}
+        base = edgetpu_base(model)
 
         def work():
-            cfg = settings["config"]
             with task_meter("edgetpu", settings, model) as meter:
                 if not edgetpu_applies(model):
                     with meter.part("not applicable"):
                         return {**base, "status": "not_applicable"}
-                self.model = model["model_uri"]
-                self.sha256 = model.get("sha256")
-                self.output_uri = _store(settings).uri(
-                    f"{_prefix(settings, model['ckpt_id'])}/{model['precision']}")
-                self.timeout_s = cfg.get("edgetpu_timeout_s", 180)
-                self.conn_id = cfg.get("conn_id")
+                args = edgetpu_args(settings, model)
+                self.model, self.output_uri = args["model"], args["output"]
+                self.sha256, self.timeout_s = args["sha256"], args["timeout_s"]
+                self.conn_id = args["conn_id"]
                 return {**base, **self.compile(meter)}
 
         return self.recorded(model, work)

@@ -19,12 +19,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from include.convert.recipes import PRECISIONS, conversion_json_uri  # light: no TensorFlow
+from include.mobiledet.spec import VARIANTS
 from operators.base import MobiledetOperator, bad_argument, check_choice, check_location, \
     is_static
 
 PUBLISHED_ALIAS = "mobiledet_published"
-VARIANTS = ("cpu", "edgetpu", "dsp", "gpu")                       # include.mobiledet.spec
-PRECISIONS = ("float32", "dynamic", "float16", "int8", "uint8")   # include.convert.recipes
 UNKNOWN_CREATED = "1970-01-01T00:00:00Z"
 
 
@@ -137,11 +137,11 @@ class PublishModelOperator(MobiledetOperator):
         self.check_arguments()
         model = str(self.model)
         files = {"model.tflite": model, **dict(self.files or {})}
-        conversion = model.rstrip("/").rpartition("/")[0] + "/conversion.json"
-        if "conversion.json" not in files and model.endswith("/model.tflite"):
+        conversion = conversion_json_uri(model)   # where convert put the model's report
+        if "conversion.json" not in files:
             try:
-                store = self.hook.get_conn(conversion.rpartition("/")[0])
-                if store.is_file("conversion.json"):
+                parent, _, name = conversion.rpartition("/")
+                if self.hook.get_conn(parent).is_file(name):
                     files["conversion.json"] = conversion
             except Exception:  # noqa: BLE001 - optional file
                 pass

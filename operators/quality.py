@@ -18,18 +18,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from include.convert.recipes import conversion_json_uri
 from operators.base import (MobiledetOperator, bad_argument, check_count, check_location,
                             check_number, is_static)
 
 SUMMARY_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR100")
-
-
-def _conversion_json_uri(model_uri: str) -> str:
-    """Where `mobiledet convert` put the model's report, as include.quality.runner finds it."""
-    parent, _, name = model_uri.rstrip("/").rpartition("/")
-    stem = name[:-len(".tflite")] if name.endswith(".tflite") else name
-    return f"{parent}/conversion.json" if name == "model.tflite" else \
-        f"{parent}/{stem}.conversion.json"
 
 
 class _ModelOperator(MobiledetOperator):
@@ -62,7 +55,7 @@ class _ModelOperator(MobiledetOperator):
         target = workdir / "model" / "model.tflite"
         path = self.hook.fetch(uri, target, sha256=self.sha256)
         try:
-            self.hook.fetch(_conversion_json_uri(uri), target.parent / "conversion.json")
+            self.hook.fetch(conversion_json_uri(uri), target.parent / "conversion.json")
         except Exception:  # noqa: BLE001 - optional: the checks then read the model itself
             self.log.info("no conversion.json next to %s; reading the model itself", uri)
         return path

@@ -181,10 +181,19 @@ def test_regate_publishes_the_search_choice_only_after_its_own_gate(converted):
         {"candidate": "per-tensor", "status": "pass", "drop": 0.01}]}
     # the chosen model (here the int8 model itself) passes the default gates: published
     lenient = dict(strict, config=dict(strict["config"], gates=settings["config"]["gates"]))
-    found = {"job": job, "search": summary, "model": dict(models["int8"], recipe="per-tensor")}
+    # the search's model lives in its own folder (search_stage sets `key`), and checking it
+    # writes there: the rejected int8 model's metrics stay as they were
+    key = stages.model_key(settings, job) + "-search"
+    original = stages._store(settings).get_bytes(
+        f"{stages.model_key(settings, job)}/metrics.json")
+    found = {"job": job, "search": summary,
+             "model": dict(models["int8"], recipe="per-tensor", key=key)}
     final = {d["precision"]: d for d in regate_stage(lenient, decided, [found])}
     assert final["int8"]["passed"] and final["int8"]["search"]["chosen"] == "per-tensor"
     assert final["int8"]["model_uri"] == models["int8"]["model_uri"]
+    assert f"/{key}/metrics.json" in final["int8"]["metrics_uri"]
+    assert stages._store(settings).get_bytes(
+        f"{stages.model_key(settings, job)}/metrics.json") == original
     assert final["float32"] is next(d for d in decided if d["precision"] == "float32")
     # under the strict gates the choice fails its own gate: rejected, and said so
     final = {d["precision"]: d for d in regate_stage(strict, decided, [found])}

@@ -71,7 +71,9 @@ def search_stage(settings: dict, job: dict) -> dict:
             summary["search_uri"] = store.put_file(str(search_json), f"{key}/search.json")
         model = None
         if result["passed"] and out.is_file():
-            model = {**job, "model_uri": store.put_file(str(out), f"{key}/model.tflite"),
+            # `key`: the checks of the chosen model write beside it, not over the rejected one
+            model = {**job, "key": key,
+                     "model_uri": store.put_file(str(out), f"{key}/model.tflite"),
                      "conversion_uri": store.put_file(str(out.parent / "conversion.json"),
                                                       f"{key}/conversion.json"),
                      "size_bytes": out.stat().st_size, "sha256": sha256_file(out),

@@ -274,6 +274,13 @@ def _prefix(settings: dict, ckpt_id: str) -> str:
     return f"runs/{settings['run_id']}/{ckpt_id}"
 
 
+def model_key(settings: dict, model: dict) -> str:
+    """The store folder of one model of the run: `<run>/<checkpoint>/<precision>`, or the
+    model's own `key` (the recipe search's choice lives in `<precision>-search`, so checking
+    it does not overwrite the rejected model's files)."""
+    return model.get("key") or f"{_prefix(settings, model['ckpt_id'])}/{model['precision']}"
+
+
 # ------------------------------------------------------------------------------------------
 # export
 # ------------------------------------------------------------------------------------------
@@ -371,14 +378,19 @@ def convert_stage(settings: dict, job: dict) -> dict:
 
 
 def _convert(settings: dict, job: dict, meter) -> dict:
-    cfg = settings["config"]
-    key = f"{_prefix(settings, job['ckpt_id'])}/{job['precision']}"
-    out = convert_step(job["export_uri"], job["precision"], _store(settings).uri(
-        f"{key}/model.tflite"), calibration=settings["calibration"]
-        if job["precision"] == "int8" else None,
-        calibration_count=cfg.get("calibration_count", 100), conn_id=cfg.get("conn_id"),
-        meter=meter)
+    out = convert_step(**convert_args(settings, job), meter=meter)
     return {**job, **{k: v for k, v in out.items() if k != "precision"}}
+
+
+def convert_args(settings: dict, job: dict) -> dict:
+    """convert_step's arguments for one job of the plan (the DAG's convert task sets
+    TFLiteConvertOperator's from the same)."""
+    cfg = settings["config"]
+    return {"graph": job["export_uri"], "precision": job["precision"],
+            "output": _store(settings).uri(f"{model_key(settings, job)}/model.tflite"),
+            "calibration": settings["calibration"] if job["precision"] == "int8" else None,
+            "calibration_count": cfg.get("calibration_count", 100),
+            "conn_id": cfg.get("conn_id")}
 
 
 class _NoMeter:
@@ -447,8 +459,8 @@ def convert_step(graph: str, precision: str, output: str, *, calibration: str | 
                 meter.rename("conversion", "calibration and conversion")
         with meter.part("upload"):
             model_uri = _put(model, output, conn_id)
-            conv_uri = _put(model.parent / "conversion.json",
-                            str(output).rstrip("/").rpartition("/")[0] + "/conversion.json",
+            from include.convert.recipes import conversion_json_path, conversion_json_uri
+            conv_uri = _put(conversion_json_path(model), conversion_json_uri(str(output)),
                             conn_id)
     return {"model_uri": model_uri, "conversion_uri": conv_uri, "precision": precision,
             "size_bytes": report["size_bytes"], "sha256": report["sha256"],
@@ -516,7 +528,7 @@ def _store_file(store, key: str, workdir: Path) -> Path:
 
 
 def detections_key(settings: dict, model: dict) -> str:
-    return f"{_prefix(settings, model['ckpt_id'])}/{model['precision']}/detections.json"
+    return f"{model_key(settings, model)}/detections.json"
 
 
 def check_stage(settings: dict, model: dict) -> dict:
@@ -533,7 +545,7 @@ def _check(settings: dict, model: dict, meter) -> dict:
     cfg = settings["config"]
     store = _store(settings)
     conn = cfg.get("conn_id")
-    key = f"{_prefix(settings, model['ckpt_id'])}/{model['precision']}"
+    key = model_key(settings, model)
     with tempfile.TemporaryDirectory(prefix="mobiledet-check-") as tmp:
         with meter.part("import"):
             from include.quality.benchmark import benchmark
@@ -618,22 +630,26 @@ def edgetpu_stage(settings: dict, model: dict) -> dict:
     failed, timeout), its op counts where it compiled, and the prediction's counts under
     `prediction`, so the gate can decide on either (gates.edgetpu).
     """
-    base = {"name": model["name"], "ckpt_id": model["ckpt_id"], "precision": model["precision"],
-            "variant": model["variant"]}
+    base = edgetpu_base(model)
     with task_meter("edgetpu", settings, model) as meter:
         if not edgetpu_applies(model):
             with meter.part("not applicable"):
                 return {**base, "status": "not_applicable"}
-        return _edgetpu(settings, model, base, meter)
+        return {**base, **edgetpu_step(**edgetpu_args(settings, model), meter=meter)}
 
 
-def _edgetpu(settings: dict, model: dict, base: dict, meter) -> dict:
-    key = f"{_prefix(settings, model['ckpt_id'])}/{model['precision']}"
-    out = edgetpu_step(model["model_uri"], _store(settings).uri(key),
-                       sha256=model.get("sha256"),
-                       timeout_s=settings["config"].get("edgetpu_timeout_s", 180),
-                       conn_id=settings["config"].get("conn_id"), meter=meter)
-    return {**base, **out}
+def edgetpu_base(model: dict) -> dict:
+    """What every edgetpu result names: the model it is about."""
+    return {k: model[k] for k in ("name", "ckpt_id", "precision", "variant")}
+
+
+def edgetpu_args(settings: dict, model: dict) -> dict:
+    """edgetpu_step's arguments for one converted model of the run (the DAG's edgetpu task sets
+    EdgeTPUCompileOperator's from the same)."""
+    cfg = settings["config"]
+    return {"model": model["model_uri"], "output": _store(settings).uri(model_key(settings, model)),
+            "sha256": model.get("sha256"), "timeout_s": cfg.get("edgetpu_timeout_s", 180),
+            "conn_id": cfg.get("conn_id")}
 
 
 def edgetpu_step(model: str, output: str, *, sha256: str | None = None,
