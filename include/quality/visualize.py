@@ -155,7 +155,7 @@ def visualize(model, image, out, *, threshold: float = 0.3, labels=None,
     for box, cls, score in zip(found["boxes"], found["classes"], found["scores"]):
         if score < threshold or not np.isfinite(box).all():
             continue
-        ymin, xmin, ymax, xmax = np.clip(box.astype(np.float64), 0.0, 1.0)
+        ymin, xmin, ymax, xmax = (float(v) for v in np.clip(box.astype(np.float64), 0.0, 1.0))
         drawn.append({"class": int(cls), "name": names.get(int(cls), f"class {int(cls)}"),
                       "score": round(float(score), 4),
                       "box": [round(xmin * w, 1), round(ymin * h, 1), round(xmax * w, 1),
