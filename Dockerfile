@@ -65,7 +65,10 @@ COPY --chown=airflow:0 operators ${PROJECT_HOME}/operators
 COPY --chown=airflow:0 dags ${AIRFLOW_HOME}/dags
 # The dashboard plugin (mounted in the api-server at /mobiledet); Airflow's default plugins folder.
 COPY --chown=airflow:0 plugins ${AIRFLOW_HOME}/plugins
+# compileall: every task process imports these; without .pyc files each one compiles them again.
 RUN pip install --no-cache-dir --no-deps -e ${PROJECT_HOME} \
+    && python -m compileall -q ${PROJECT_HOME}/include ${PROJECT_HOME}/operators \
+        ${AIRFLOW_HOME}/dags ${AIRFLOW_HOME}/plugins \
     && python -c "import include.edgetpu.commands, include.edgetpu.compiler" \
     && mobiledet --version
 

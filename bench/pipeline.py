@@ -35,6 +35,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -295,6 +296,10 @@ class Deployment:
                 "overhead_s": (ti_s - stage_s) / self.slots,
                 "idle_slot_s": max(0.0, self.slots * wall - ti_s),
                 "runs": len(runs), "tasks": len(tis), "models": models,
+                "task_instances": [
+                    {"task_id": t["task_id"], "map_index": t.get("map_index"),
+                     "start": t.get("start_date"), "end": t.get("end_date"),
+                     "queued": t.get("queued_when"), "state": t.get("state")} for t in tis],
                 "records": records}
 
 
@@ -373,6 +378,9 @@ def main(argv=None) -> int:
     p.add_argument("--throughput-repeat", type=int, default=5)
     p.add_argument("--json-out", default=None, help="write every figure here")
     args = p.parse_args(argv)
+    # killed (timeout, kill PID): unwind, so that every `with` below stops the Airflow
+    # components, PostgreSQL and Redis it started
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
     from include.console import format_table
 

@@ -698,7 +698,12 @@ def overrides_schema() -> dict:
 
     for key, node in root["properties"].items():
         add((key,), node)
-    return {"type": "object", "additionalProperties": False, "properties": props,
+    # Declared draft-07 (every keyword here means the same there as in 2020-12): Airflow
+    # checks this schema against its metaschema in every task process, twice (at DAG parse
+    # and when it builds the task's params), and the 2020-12 metaschema, split into
+    # $dynamicRef'd vocabularies, takes 45 ms per check on this 15 KB schema; draft-07 8 ms.
+    return {"$schema": "http://json-schema.org/draft-07/schema#",
+            "type": "object", "additionalProperties": False, "properties": props,
             "description": "config overrides: setting or dotted key path -> value, e.g. "
                            "{\"gates.min_map\": 0.3, \"threads\": 4}"}
 

@@ -96,3 +96,31 @@ def test_a_missing_library_is_skipped_with_a_log_line(caplog):
     took = preload(("json", "no_such_module_mobiledet"))
     assert list(took) == ["json"]
     assert "no_such_module_mobiledet is not installed" in caplog.text
+
+
+def test_deployment_byte_compiles_the_dags_and_project_sources(tmp_path, monkeypatch):
+    """Each task process imports the DAG file and the project's modules: the deployment writes
+    their .pyc files first, also where PYTHONDONTWRITEBYTECODE keeps the tasks from caching
+    them, and an unwritable folder is left as it is (no error)."""
+    import importlib.util
+
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    dags = tmp_path / "dags"
+    (dags / "pkg").mkdir(parents=True)
+    (dags / "a_dag.py").write_text("X = 1\n")
+    (dags / "pkg" / "mod.py").write_text("Y = 2\n")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    (locked / "m.py").write_text("Z = 3\n")
+    locked.chmod(0o555)
+    try:
+        services.compile_sources([dags, locked, tmp_path / "missing"])
+    finally:
+        locked.chmod(0o755)
+    for src in (dags / "a_dag.py", dags / "pkg" / "mod.py"):
+        assert os.path.isfile(importlib.util.cache_from_source(str(src))), src
+    if os.geteuid() != 0:   # root writes anyway
+        assert not (locked / "__pycache__").exists()
+    # env: this checkout's packages first, whatever else is installed
+    env = services.airflow_environment(services.AirflowSettings(home=tmp_path), {})
+    assert env["PYTHONPATH"].split(os.pathsep)[0] == str(services.REPO)

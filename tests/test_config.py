@@ -287,12 +287,16 @@ def test_config_schema_is_generated_from_the_model(tmp_path):
 
 
 def test_overrides_schema_validates_the_dag_param():
+    import jsonschema
     from airflow.sdk import Param
 
     from include.config import overrides_schema
 
     param = Param({}, **overrides_schema())
     assert param.resolve() == {}
+    # every task process checks this schema against its metaschema twice: draft-07's is the
+    # cheap one (include/config.py says why)
+    assert jsonschema.validators.validator_for(overrides_schema()) is jsonschema.Draft7Validator
     fast = {"calibration_count": 4, "benchmark_runs": 3, "benchmark_warmup": 1, "threads": 2}
     for ok in (fast, {"gates.min_map": 0.3}, {"gates": {"metric": "AP75"}},
                {"precisions.edgetpu.float": ["float32", "int8"]}, {"gates.max_latency_ms": None},

@@ -433,12 +433,33 @@ def airflow_environment(settings: AirflowSettings,
         # Airflow's Celery defaults plus TensorFlow / Great Expectations imported once per
         # worker, before its pool forks (include/pipeline/celery_worker.py).
         env.setdefault("AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS", CELERY_CONFIG_OPTIONS)
+    # The components import this checkout's include/ and operators/, the ones next to the
+    # plugins folder above, even where another copy is installed (a second checkout or a git
+    # worktree sharing the venv's editable install).
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
     # Loopback traffic (execution API, S3 on 127.0.0.1, the broker) never goes through a proxy.
     for var in ("NO_PROXY", "no_proxy"):
         current = env.get(var, "")
         env[var] = ",".join(p for p in (current, "127.0.0.1,localhost") if p)
     env.update({k: str(v) for k, v in settings.extra_env.items()})
     return env
+
+
+#: the project's own packages the components import (next to the DAGs folder)
+PROJECT_PACKAGES = ("include", "operators", "plugins")
+
+
+def compile_sources(folders: Iterable[Path]) -> None:
+    """Byte-compile the DAGs and the project's packages where their .pyc is missing or stale.
+    Every task process parses its DAG file and imports what it imports; without the .pyc
+    files (PYTHONDONTWRITEBYTECODE set, or a read-only checkout) each one compiles them from
+    source again, about 0.07 s of every task. A folder that cannot be written is skipped: the
+    tasks then compile as before."""
+    import compileall
+
+    for folder in folders:
+        if folder.is_dir():
+            compileall.compile_dir(str(folder), quiet=2, workers=1)
 
 
 def airflow_executable() -> str:
@@ -515,6 +536,8 @@ class AirflowDeployment:
                                where="--port", fix="stop what listens there or pick another "
                                                    "port (--port).")
         ensure_password(self.settings)
+        compile_sources([Path(self.env["AIRFLOW__CORE__DAGS_FOLDER"])]
+                        + [REPO / d for d in PROJECT_PACKAGES])
         if migrate:
             migrate_db(self.env)
         try:
