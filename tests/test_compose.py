@@ -139,6 +139,10 @@ def test_airflow_environment_agrees(services):
         assert env["AIRFLOW__CORE__LOAD_EXAMPLES"].lower() == "false"
         for key, value in PIPELINE_ENV.items():
             assert env[key] == value, (name, key)
+        # the task supervisor's settings are the ones `mobiledet serve` and the tests run with
+        from include.pipeline.services import TASK_SUPERVISOR_ENV
+        for key, value in TASK_SUPERVISOR_ENV.items():
+            assert env[key] == value, (name, key)
         assert env["MOBILEDET_DATA"]
         # The execution API URL names the api-server service and the port it listens on.
         url = urlsplit(env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"])

@@ -385,6 +385,17 @@ def ensure_password(settings: AirflowSettings) -> str:
     return password
 
 
+#: How the task supervisor (Airflow 3's, in every LocalExecutor and Celery worker slot) waits.
+#: Once a task's sockets close, the supervisor checks once whether the process has exited; a
+#: process that has not quite gone yet (a forked task holding TensorFlow takes tens of ms to
+#: tear down) leaves it waiting in select() for min_heartbeat_interval, 5 s by default, before
+#: it notices, and the slot sits idle that long after most heavy tasks (bench/pipeline.py saw
+#: 83 idle slot-seconds in a 68 s run). At 1 s the wait is at most 1 s; the price is one
+#: heartbeat call per running task per second to the API server. docker-compose.yaml sets
+#: the same; an explicit AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL in the environment wins.
+TASK_SUPERVISOR_ENV = {"AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1"}
+
+
 def airflow_environment(settings: AirflowSettings,
                         base: Mapping[str, str] | None = None) -> dict[str, str]:
     """The one environment every component gets. Settings that must agree are set here only."""
@@ -424,6 +435,8 @@ def airflow_environment(settings: AirflowSettings,
         "TF_USE_LEGACY_KERAS": "1",
         "TF_CPP_MIN_LOG_LEVEL": env.get("TF_CPP_MIN_LOG_LEVEL", "2"),
     })
+    for key, value in TASK_SUPERVISOR_ENV.items():
+        env.setdefault(key, value)
     if settings.parallelism:
         env["AIRFLOW__CORE__PARALLELISM"] = str(settings.parallelism)
     if settings.celery:
