@@ -1,9 +1,10 @@
 """mobiledet_convert: checkpoints -> checked, published on-device models.
 
-plan -> export (one per checkpoint) -> jobs
+plan (settings under the XCom key "settings") -> export (one per checkpoint) -> jobs
      -> model (a mapped task group, one per checkpoint x precision):
-            convert -> check (evaluate vs float reference, validate contract, benchmark)
-                    -> edgetpu (compile + offline prediction)
+            convert -> check (evaluate vs float reference, validate contract, benchmark;
+                              for integer EdgeTPU models also the Edge TPU stage: offline
+                              op-mapping prediction + the compiler where installed)
      -> gate (all_done: a failed model is rejected with its task's error, the rest decided)
      -> search (one per int8 model that failed the accuracy gate: other recipes) -> regate
      -> publish (manifest by conditional create, pointers forward) -> report (all_done)
@@ -13,8 +14,8 @@ operators.triggers.CheckpointLandingTrigger; each landing is claimed once, so a 
 reported twice is converted once), or by hand with conf, e.g.
     {"checkpoints": ["s3://bucket/ckpts/edgetpu-qat"], "data": "/data/coco_val_subset"}
 Settings come from the environment (include/pipeline/deployment.py). Only DAG wiring lives
-here. The model tasks are the reusable operators (TFLiteConvertOperator,
-EdgeTPUCompileOperator, PublishModelOperator) taking their arguments from the plan
+here. The model tasks are the reusable operators (TFLiteConvertOperator, the checks with
+the Edge TPU stage, PublishModelOperator) taking their arguments from the plan
 (operators/mobiledet.py); the work is in include/pipeline/stages.py.
 Retries, time limits and the pool of the heavy tasks: include/pipeline/task_policy.py.
 """
@@ -27,8 +28,7 @@ from include.config import overrides_schema
 from include.pipeline import deployment
 from include.pipeline.task_policy import task_args
 from operators.mobiledet import (ConvertModelOperator, ExportCheckpointOperator, GateOperator,
-                                 PipelineEdgeTPUOperator, PublishOperator, QualityCheckOperator,
-                                 RunReportOperator)
+                                 PublishOperator, QualityCheckOperator, RunReportOperator)
 
 from operators.triggers import CheckpointLandingTrigger
 
@@ -68,7 +68,7 @@ with DAG(
 ) as dag:
 
     @task(**task_args("plan"))
-    def plan(params=None, run_id=None, triggering_asset_events=None) -> dict:
+    def plan(params=None, run_id=None, triggering_asset_events=None, ti=None) -> list[dict]:
         from include.pipeline.stages import landed_checkpoints, plan as plan_stage
         conf = dict(params)
         landed = landed_checkpoints(triggering_asset_events)
@@ -76,10 +76,11 @@ with DAG(
             # started by the landing watcher: claim each checkpoint, so a landing reported
             # twice is converted once
             conf.update(checkpoints=landed, claim=True)
-        return plan_stage(conf, run_id)
-
-    @task
-    def checkpoints_of(settings: dict) -> list[dict]:
+        settings = plan_stage(conf, run_id)
+        # The run's settings go under the XCom key "settings", its checkpoints are the return
+        # value: Airflow maps only over return values, and a task just to pick the checkpoints
+        # out of the settings cost a task process and a scheduling round on the critical path.
+        ti.xcom_push(key="settings", value=settings)
         return settings["checkpoints"]
 
     @task(trigger_rule="all_done")
@@ -88,25 +89,24 @@ with DAG(
         from include.pipeline.stages import jobs_of
         return jobs_of(settings, list(exports or []))
 
-    settings = plan()
+    checkpoints = plan()
+    settings = checkpoints["settings"]
     exports = ExportCheckpointOperator.partial(
         task_id="export", settings=settings, map_index_template=LABEL, **task_args("export"),
-    ).expand(checkpoint=checkpoints_of(settings))
+    ).expand(checkpoint=checkpoints)
     planned = jobs(settings, exports.output)
 
     @task_group
     def model(job):
-        # A mapped task group: a failed convert fails only its own check and edgetpu.
+        # A mapped task group: a failed convert fails only its own check.
         converted = ConvertModelOperator(task_id="convert", settings=settings, job=job,
                                          map_index_template=LABEL, **task_args("convert"))
         QualityCheckOperator(task_id="check", settings=settings, model=converted.output,
                              map_index_template=LABEL, **task_args("check"))
-        PipelineEdgeTPUOperator(task_id="edgetpu", settings=settings, model=converted.output,
-                                map_index_template=LABEL, **task_args("edgetpu"))
 
     models = model.expand(job=planned)
     decided = GateOperator(task_id="gate", settings=settings, jobs=planned,
-                           check_task_id="model.check", edgetpu_task_id="model.edgetpu",
+                           check_task_id="model.check",
                            **task_args("gate"))
 
     @task

@@ -39,13 +39,14 @@ class _PlanStep:
             # Rendered by map_index_template="{{ mobiledet_label }}": readable mapped names.
             context["mobiledet_label"] = name
 
-    def recorded(self, item: dict, work):
-        """Run `work()`; on failure leave the reason in the store, then fail the task."""
+    def recorded(self, item: dict, work, stage: str | None = None):
+        """Run `work()`; on failure leave the reason in the store (under `stage`, default the
+        operator's failure_stage), then fail the task."""
         try:
             return work()
         except Exception as exc:
             from include.pipeline.stages import record_failure
-            record_failure(self.settings, self.failure_stage, item, exc)
+            record_failure(self.settings, stage or self.failure_stage, item, exc)
             raise
 
 
@@ -103,24 +104,46 @@ class ConvertModelOperator(_PlanStep, TFLiteConvertOperator):
 
 class QualityCheckOperator(_PlanStep, MobiledetOperator):
     """COCO evaluation, output contract (GX), latency benchmark and pictures of one converted
-    model, in one task (the model and images are downloaded once for the three). The same
-    checks one at a time: CocoEvaluateOperator, OutputContractOperator,
-    TFLiteBenchmarkOperator (operators/quality.py)."""
+    model, in one task (the model and images are downloaded once for the three); then, for an
+    integer EdgeTPU model, the Edge TPU stage (offline op-mapping prediction and the compiler
+    where installed), whose result is the check's `edgetpu` key. The same checks one at a
+    time: CocoEvaluateOperator, OutputContractOperator, TFLiteBenchmarkOperator
+    (operators/quality.py), EdgeTPUCompileOperator (operators/edgetpu.py).
+
+    Why the Edge TPU stage is not a task of its own: it applies to one model in three or so
+    (the others would get a task process that only says "not applicable"), and every task
+    costs about 0.3 s of Airflow's own work plus up to a second of its slot (bench/pipeline.py).
+    The Edge TPU stage keeps its own cost record (stage `edgetpu`) and failure record, so the
+    report and the gate name it as before. `edgetpu=False` leaves it out (status
+    not_applicable), for a DAG that runs PipelineEdgeTPUOperator as its own task."""
 
     template_fields = ("settings", "model")
     failure_stage = "check"
     ui_color = "#e6f4ea"
 
-    def __init__(self, *, settings: Any, model: Any, **kwargs):
+    def __init__(self, *, settings: Any, model: Any, edgetpu: bool = True, **kwargs):
         super().__init__(**kwargs)
         self.settings = settings
         self.model = model
+        self.edgetpu = edgetpu
 
     def run(self, context):
-        from include.pipeline.stages import check_stage
+        from include.pipeline.stages import check_stage, edgetpu_applies, edgetpu_base, \
+            edgetpu_stage
 
-        self.label(context, self.model.get("name"))
-        return self.recorded(self.model, lambda: check_stage(self.settings, self.model))
+        model = self.model
+        self.label(context, model.get("name"))
+        checked = self.recorded(model, lambda: check_stage(self.settings, model))
+        if self.edgetpu and edgetpu_applies(model):
+            tpu = self.recorded(model, lambda: edgetpu_stage(self.settings, model), "edgetpu")
+        else:
+            tpu = {**edgetpu_base(model), "status": "not_applicable"}
+        return {**checked, "edgetpu": tpu}
+
+    def on_kill(self) -> None:
+        """A killed check must not leave the Edge TPU compiler running."""
+        from include.edgetpu.compiler import kill_running
+        kill_running()
 
 
 class PipelineEdgeTPUOperator(_PlanStep, _EdgeTPUCompile):
@@ -167,14 +190,16 @@ class GateOperator(MobiledetOperator):
     upstream tasks are done, failed or not (trigger_rule all_done): a model whose task failed
     is rejected with that task's error, and the others are still decided.
 
-    `jobs` is the list the model tasks were mapped over; the check and Edge TPU results are
-    pulled per map index of those tasks (a failed index has none).
+    `jobs` is the list the model tasks were mapped over; the check results are pulled per
+    map index of the check task (a failed index has none), the Edge TPU results from the
+    checks' `edgetpu` key, or per map index of `edgetpu_task_id` where a DAG runs the Edge TPU
+    stage as its own task.
     """
 
     template_fields = ("settings", "jobs")
 
     def __init__(self, *, settings: Any, jobs: Any, check_task_id: str = "model.check",
-                 edgetpu_task_id: str = "model.edgetpu", **kwargs):
+                 edgetpu_task_id: str | None = None, **kwargs):
         kwargs.setdefault("trigger_rule", "all_done")
         super().__init__(**kwargs)
         self.settings = settings
@@ -189,11 +214,13 @@ class GateOperator(MobiledetOperator):
         indexes = list(range(len(jobs)))
         pull = context["ti"].xcom_pull
         checks = pull(task_ids=self.check_task_id, map_indexes=indexes) if jobs else []
-        edgetpu = pull(task_ids=self.edgetpu_task_id, map_indexes=indexes) if jobs else []
         if isinstance(checks, dict):   # one map index comes back as the value itself
             checks = [checks]
-        if isinstance(edgetpu, dict):
-            edgetpu = [edgetpu]
+        if self.edgetpu_task_id:
+            edgetpu = pull(task_ids=self.edgetpu_task_id, map_indexes=indexes) if jobs else []
+            edgetpu = [edgetpu] if isinstance(edgetpu, dict) else edgetpu
+        else:
+            edgetpu = [c.get("edgetpu") for c in checks or [] if c]
         return gate_stage(self.settings, jobs, list(checks or []), list(edgetpu or []))
 
 

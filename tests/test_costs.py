@@ -128,7 +128,10 @@ def test_report_and_manifest_carry_the_stage_costs(dag_run):
         in_parts = sum(p["wall_s"] for p in s["parts"])
         # the parts add up to the task's wall time within 10% (and 20 ms for tiny tasks)
         assert abs(in_parts - s["wall_s"]) <= max(0.1 * s["wall_s"], 0.02), s
-    assert per_stage["convert"] == per_stage["check"] == per_stage["edgetpu"] == 2
+    assert per_stage["convert"] == per_stage["check"] == 2
+    # the Edge TPU stage: only for the integer model, inside its check task
+    [tpu] = [s for s in stages if s["stage"] == "edgetpu"]
+    assert tpu["precision"] == "int8" and tpu["task_id"] == "model.check"
     names = {p["name"] for s in stages for p in s["parts"]}
     assert {"download", "tensorflow import", "export", "evaluation", "validation", "benchmark",
             "upload", "evaluation data", "analysis"} <= names

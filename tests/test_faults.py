@@ -354,7 +354,7 @@ def test_dag_tasks_carry_retries_timeouts_and_pool():
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True,
                          text=True, timeout=300, check=True).stdout
     rows = {line.split()[0]: line.split() for line in out.splitlines() if line.strip()}
-    for heavy in ("export", "model.convert", "model.check", "model.edgetpu"):
+    for heavy in ("export", "model.convert", "model.check"):
         assert rows[heavy][1] == "2" and rows[heavy][-2] == "mobiledet", rows[heavy]
     assert rows["model.convert"][2] == "1:00:00"
     assert rows["gate"][-1] == "all_done" and rows["report"][-1] == "all_done"

@@ -129,6 +129,36 @@ def test_failed_task_rejects_only_its_model_with_the_recorded_error(converted):
     assert rows[1][-1].startswith("FAIL: the check task failed")
 
 
+def test_edgetpu_stage_runs_in_the_check_task_and_its_failure_rejects_that_model(
+        converted, monkeypatch):
+    """The DAG's check task runs the Edge TPU stage for integer EdgeTPU models only; when that
+    stage crashes the task fails, and the gate names the Edge TPU stage, not the checks."""
+    from include.pipeline import stages
+    from operators.mobiledet import QualityCheckOperator
+
+    _, settings, jobs, models, checks = converted
+    settings = dict(settings, run_id="gate-run-tpu-crash")
+    ran = []
+    monkeypatch.setattr(stages, "check_stage", lambda s, m: checks[m["precision"]])
+
+    def crash(s, m):
+        ran.append(m["precision"])
+        raise RuntimeError("compiler wrapper crashed")
+
+    monkeypatch.setattr(stages, "edgetpu_stage", crash)
+    out = QualityCheckOperator(task_id="c1", settings=settings, model=models["float32"]).run({})
+    assert out["edgetpu"]["status"] == "not_applicable" and ran == []
+    assert out["metrics"] == checks["float32"]["metrics"]
+    with pytest.raises(RuntimeError, match="crashed"):
+        QualityCheckOperator(task_id="c2", settings=settings, model=models["int8"]).run({})
+    assert ran == ["int8"]
+    decided = _decide(settings, jobs, [out], [out["edgetpu"]])
+    [reason] = decided["int8"]["decision"]["reasons"]
+    assert reason.startswith("the Edge TPU stage of the check task failed: ") and \
+        "compiler wrapper crashed" in reason, reason
+    assert decided["float32"]["passed"]
+
+
 def test_baseline_from_another_dataset_or_source_kind_is_not_comparable(converted):
     from include.pipeline import stages
     from include.store import comparable_baseline, open_store

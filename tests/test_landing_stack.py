@@ -182,7 +182,7 @@ def test_checkpoints_landing_start_their_own_runs(deployment, s3_process, inputs
     # every task ran on the Celery worker: it logged each workload it received
     worker_log = deployment.processes[services.WORKER].log_tail(5_000_000)
     tis = client.task_instances(CONVERT, first["dag_run_id"])
-    assert {"plan", "export", "convert", "check", "edgetpu", "gate", "publish", "report"} <= \
+    assert {"plan", "export", "convert", "check", "gate", "publish", "report"} <= \
         {ti["task_id"].rpartition(".")[2] for ti in tis}
     for ti in tis:
         if ti["state"] == "skipped":   # e.g. the recipe search, when no int8 model needs one

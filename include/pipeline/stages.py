@@ -724,13 +724,18 @@ def record_failure(settings: dict, stage: str, item: dict, exc: BaseException) -
         return None
 
 
+#: how a failure reason names a stage that is not a task of its own
+STAGE_TASK_NAMES = {"edgetpu": "the Edge TPU stage of the check task"}
+
+
 def failure_reason(store, settings: dict, stages: tuple[str, ...], item: dict) -> str:
     """Why the first of `stages` that failed for `item` failed, as users read it."""
     for stage in stages:
         key = failure_key(settings, stage, item)
         try:
             if store.is_file(key):
-                return f"the {stage} task failed: {store.read_json(key)['error']}"
+                what = STAGE_TASK_NAMES.get(stage, f"the {stage} task")
+                return f"{what} failed: {store.read_json(key)['error']}"
         except Exception:  # noqa: BLE001 - unreadable record: fall through to the generic text
             continue
     return (f"the {' / '.join(stages)} task did not finish (killed, timed out or its worker "
@@ -789,7 +794,8 @@ def _gate(settings: dict, jobs: list[dict], checks: list[dict], edgetpu: list[di
         if c is None:
             with meter.part("decisions"):
                 out.append(_rejected_by_failure(
-                    job, failure_reason(store, settings, ("convert", "check"), job), metric))
+                    job, failure_reason(store, settings, ("convert", "check", "edgetpu"), job),
+                    metric))
             continue
         c = {**c, **compared.get(key(job), {})}
         e = tpu.get(key(job))
@@ -1006,7 +1012,9 @@ STAGES_NOTE = ("wall_s, cpu_s and peak_rss_mb per task, measured by the task its
 
 def _task_id(record: dict) -> str:
     stage = record.get("stage")
-    return f"model.{stage}" if stage in ("convert", "check", "edgetpu") else str(stage)
+    if stage == "edgetpu":   # the Edge TPU stage runs inside its model's check task
+        return "model.check"
+    return f"model.{stage}" if stage in ("convert", "check") else str(stage)
 
 
 def _duration_s(stages: list[dict]) -> float | None:
