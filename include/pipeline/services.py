@@ -320,6 +320,20 @@ class AirflowSettings:
     worker_log_port: int | None = None   # None = a free port (the default 8793 may be taken)
     trigger_log_port: int | None = None  # None = a free port (the default 8794 may be taken)
     extra_env: dict = field(default_factory=dict)
+    #: the Airflow pool of the heavy tasks (MOBILEDET_POOL, include/pipeline/task_policy.py),
+    #: created with as many slots as the workers have; None: no pool (default_pool)
+    heavy_pool: str | None = "mobiledet"
+    heavy_pool_slots: int | None = None   # None: the worker slots (see pool_slots)
+
+    @property
+    def pool_slots(self) -> int:
+        """Slots of the heavy tasks' pool: what the workers can run at once (the Celery
+        worker's concurrency, the LocalExecutor's parallelism), unless set."""
+        if self.heavy_pool_slots:
+            return int(self.heavy_pool_slots)
+        if self.celery:
+            return int(self.worker_concurrency)
+        return int(self.parallelism or max(2, os.cpu_count() or 2))
 
     @property
     def executor_class(self) -> str:
@@ -437,6 +451,8 @@ def airflow_environment(settings: AirflowSettings,
     })
     for key, value in TASK_SUPERVISOR_ENV.items():
         env.setdefault(key, value)
+    if settings.heavy_pool:
+        env.setdefault("MOBILEDET_POOL", settings.heavy_pool)
     if settings.parallelism:
         env["AIRFLOW__CORE__PARALLELISM"] = str(settings.parallelism)
     if settings.celery:
@@ -560,10 +576,38 @@ class AirflowDeployment:
                     log_path=self.log_dir / f"{name}.log", env=self.env,
                     cwd=Path(self.env["AIRFLOW_HOME"])).start()
             self.wait_healthy(timeout)
+            self.ensure_pool()
         except BaseException:
             self.stop()
             raise
         return self
+
+    def ensure_pool(self) -> dict | None:
+        """Create (or resize) the heavy tasks' pool to the workers' slots.
+
+        Why a pool and not only the executor's slots: the LocalExecutor and Celery take every
+        task the scheduler queues and run them first come, first served, so a checkpoint that
+        lands while another run's checks are queued waits behind all of them. Capped by the
+        pool, the heavy tasks beyond the free slots stay *scheduled*, and the scheduler picks
+        among those by priority weight, which puts an export (more tasks downstream) before a
+        check: bench/pipeline.py measured the second run's export starting 8 s earlier. Tasks
+        of a pool that does not exist are never scheduled, so this runs before any landing
+        is converted; the light tasks (plan, jobs, gate, publish, report) stay in
+        default_pool."""
+        name = self.env.get("MOBILEDET_POOL")
+        if not name or name == "default_pool":
+            return None
+        body = {"slots": self.settings.pool_slots,
+                "description": "mobiledet heavy tasks (export, convert, check, search): one "
+                               "slot per worker slot",
+                "include_deferred": False}
+        client = self.client()
+        try:
+            return client.call("PATCH", f"pools/{_q(name)}", body)
+        except HTTPStatusError as exc:
+            if exc.status != 404:
+                raise
+        return client.call("POST", "pools", {"name": name, **body})
 
     def stop(self) -> dict[str, int | None]:
         """Stop every component this deployment started, by process id (bounded)."""
