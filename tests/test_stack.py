@@ -233,6 +233,15 @@ def test_serve_runs_the_dag_for_run_airflow_and_stops_on_sigterm(tmp_path, tiny_
         tf_imports = [p["wall_s"] for s in json.loads(report.read_text())["stages"]
                       for p in s.get("parts") or [] if p["name"] == "tensorflow import"]
         assert tf_imports and max(tf_imports) < 1.0, tf_imports
+        # the heavy tasks ran in the pool serve made, one slot per LocalExecutor slot; the
+        # light ones in default_pool
+        client = services.AirflowClient(f"http://127.0.0.1:{port}", "admin", "serve-test")
+        assert client.call("GET", "pools/mobiledet")["slots"] == max(2, os.cpu_count() or 2)
+        [run] = client.runs("mobiledet_convert")
+        pools = {ti["task_id"]: ti["pool"]
+                 for ti in client.task_instances("mobiledet_convert", run["dag_run_id"])}
+        assert pools["export"] == pools["model.convert"] == pools["model.check"] == "mobiledet"
+        assert pools["plan"] == pools["gate"] == "default_pool", pools
 
         os.kill(serve.pid, signal.SIGTERM)
         serve.popen.wait(90)
