@@ -94,6 +94,7 @@ class CheckpointLandingTrigger(BaseEventTrigger):
         self._seen: set[tuple[str, str]] = set()
         self._listed_once = False
         self._fired = 0
+        self._last_fired = 0.0
         self._last_error_at: float | None = None
         self._failing = False
         self._client = None
@@ -155,13 +156,17 @@ class CheckpointLandingTrigger(BaseEventTrigger):
                     # Airflow 3.3's scheduler starts one run per queued asset change and hands
                     # it only the events up to that moment: two events in the same instant
                     # would give one run, and the second checkpoint would wait for the next
-                    # landing. Spaced, each landing starts its own run.
-                    await asyncio.sleep(self.event_spacing)
+                    # landing. Spaced, each landing starts its own run. Only what is left of
+                    # the spacing is waited: a landing seen a poll later goes at once.
+                    wait = self._last_fired + self.event_spacing - time.monotonic()
+                    if wait > 0:
+                        await asyncio.sleep(wait)
                 self._seen.add(item.identity)    # consumed before yielding: never fires twice
                 payload = landing.event_payload(loc, item, metadata)
                 log.info("checkpoint landed: %s (%s)", payload["checkpoint_uri"], item.kind)
                 self._fired += 1
                 yield TriggerEvent(payload)
+                self._last_fired = time.monotonic()   # spacing counts from the hand-over
             # forget landings that are gone, so the set stays as small as the store
             current = {item.identity for item in found}
             self._seen &= current

@@ -272,6 +272,23 @@ def test_landings_in_one_poll_are_reported_spaced(writer):
     drive(_trigger(writer.uri, event_spacing=0.3), scenario)
 
 
+def test_a_landing_a_poll_later_is_not_held_back_by_the_spacing(writer):
+    """The spacing is counted from the previous event: a checkpoint seen at a later poll, when
+    the spacing has already passed, is reported at that poll, not event_spacing after it."""
+    async def scenario(d):
+        writer.put("x/checkpoint.json", json.dumps(_meta(fp="d" * 64)).encode())
+        await d.next()
+        await asyncio.sleep(2.2)                 # more than the spacing: it has passed
+        writer.put("y/checkpoint.json", json.dumps(_meta(fp="e" * 64)).encode())
+        seen = time.monotonic()
+        ev = await d.next()
+        assert ev["checkpoint_uri"] == writer.uri_of("y")
+        # at the next poll (0.1 s here) plus listing, well under the 2 s spacing
+        assert time.monotonic() - seen < 1.5
+
+    drive(_trigger(writer.uri, event_spacing=2.0, poll_interval=0.1), scenario)
+
+
 def test_report_existing_false_and_known(writer):
     writer.put("old/checkpoint.json", json.dumps(_meta()).encode())
     writer.put("skip/checkpoint.json", json.dumps(_meta()).encode())
