@@ -128,8 +128,8 @@ class QualityCheckOperator(_PlanStep, MobiledetOperator):
         self.edgetpu = edgetpu
 
     def run(self, context):
-        from include.pipeline.stages import check_stage, edgetpu_applies, edgetpu_base, \
-            edgetpu_stage
+        from include.pipeline.stages import check_stage, edgetpu_applies, \
+            edgetpu_not_applicable, edgetpu_stage
 
         model = self.model
         self.label(context, model.get("name"))
@@ -137,7 +137,7 @@ class QualityCheckOperator(_PlanStep, MobiledetOperator):
         if self.edgetpu and edgetpu_applies(model):
             tpu = self.recorded(model, lambda: edgetpu_stage(self.settings, model), "edgetpu")
         else:
-            tpu = {**edgetpu_base(model), "status": "not_applicable"}
+            tpu = edgetpu_not_applicable(model)
         return {**checked, "edgetpu": tpu}
 
     def on_kill(self) -> None:
@@ -162,7 +162,8 @@ class PipelineEdgeTPUOperator(_PlanStep, _EdgeTPUCompile):
 
     def run(self, context):
         from include.pipeline.costs import task_meter
-        from include.pipeline.stages import edgetpu_applies, edgetpu_args, edgetpu_base
+        from include.pipeline.stages import edgetpu_applies, edgetpu_args, edgetpu_base, \
+            edgetpu_not_applicable
 
         model, settings = self.converted, self.settings
         self.label(context, model.get("name"))
@@ -172,7 +173,7 @@ class PipelineEdgeTPUOperator(_PlanStep, _EdgeTPUCompile):
             with task_meter("edgetpu", settings, model) as meter:
                 if not edgetpu_applies(model):
                     with meter.part("not applicable"):
-                        return {**base, "status": "not_applicable"}
+                        return edgetpu_not_applicable(model)
                 args = edgetpu_args(settings, model)
                 self.model, self.output_uri = args["model"], args["output"]
                 self.sha256, self.timeout_s = args["sha256"], args["timeout_s"]

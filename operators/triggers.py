@@ -93,8 +93,7 @@ class CheckpointLandingTrigger(BaseEventTrigger):
         self.event_spacing = float(event_spacing)
         self._seen: set[tuple[str, str]] = set()
         self._listed_once = False
-        self._fired = 0
-        self._last_fired = 0.0
+        self._last_fired: float | None = None   # monotonic time of the last event
         self._last_error_at: float | None = None
         self._failing = False
         self._client = None
@@ -152,7 +151,7 @@ class CheckpointLandingTrigger(BaseEventTrigger):
                 except MobiledetError as exc:    # e.g. checkpoint.json not readable yet
                     self._error(exc, store=False)
                     continue
-                if self._fired and self.event_spacing > 0:
+                if self._last_fired is not None and self.event_spacing > 0:
                     # Airflow 3.3's scheduler starts one run per queued asset change and hands
                     # it only the events up to that moment: two events in the same instant
                     # would give one run, and the second checkpoint would wait for the next
@@ -164,7 +163,6 @@ class CheckpointLandingTrigger(BaseEventTrigger):
                 self._seen.add(item.identity)    # consumed before yielding: never fires twice
                 payload = landing.event_payload(loc, item, metadata)
                 log.info("checkpoint landed: %s (%s)", payload["checkpoint_uri"], item.kind)
-                self._fired += 1
                 yield TriggerEvent(payload)
                 self._last_fired = time.monotonic()   # spacing counts from the hand-over
             # forget landings that are gone, so the set stays as small as the store

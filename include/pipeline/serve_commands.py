@@ -115,11 +115,10 @@ def pipeline_env(checkpoints: str | None, data: str | None, store: str | None) -
 
 
 def serve_settings(args):
-    from include.pipeline.services import AirflowSettings
+    from include.pipeline.services import DAGS, AirflowSettings, local_slots
 
     home = Path(args.home or os.environ.get("AIRFLOW_HOME") or
                 Path(__file__).resolve().parents[2] / ".airflow").expanduser().resolve()
-    from include.pipeline.services import DAGS
 
     dags = Path(args.dags_folder).expanduser().resolve() if args.dags_folder else DAGS
     return AirflowSettings(
@@ -129,7 +128,7 @@ def serve_settings(args):
         # LocalExecutor: one worker process per core. Celery: the workers' --concurrency sets
         # the slots, and the scheduler keeps Airflow's default parallelism (32): capped at the
         # slots it would wait for the result backend before sending each next task.
-        parallelism=max(2, os.cpu_count() or 2) if args.executor != "celery" else None,
+        parallelism=local_slots() if args.executor != "celery" else None,
         extra_env=pipeline_env(args.checkpoints, args.data, args.store))
 
 

@@ -333,7 +333,7 @@ class AirflowSettings:
             return int(self.heavy_pool_slots)
         if self.celery:
             return int(self.worker_concurrency)
-        return int(self.parallelism or max(2, os.cpu_count() or 2))
+        return int(self.parallelism or local_slots())
 
     @property
     def executor_class(self) -> str:
@@ -472,6 +472,12 @@ def airflow_environment(settings: AirflowSettings,
         env[var] = ",".join(p for p in (current, "127.0.0.1,localhost") if p)
     env.update({k: str(v) for k, v in settings.extra_env.items()})
     return env
+
+
+def local_slots() -> int:
+    """LocalExecutor slots on this machine: one per core, at least 2 (`mobiledet serve`'s
+    parallelism, and the heavy tasks' pool where none is set)."""
+    return max(2, os.cpu_count() or 2)
 
 
 #: the project's own packages the components import (next to the DAGs folder)

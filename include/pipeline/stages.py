@@ -634,13 +634,18 @@ def edgetpu_stage(settings: dict, model: dict) -> dict:
     with task_meter("edgetpu", settings, model) as meter:
         if not edgetpu_applies(model):
             with meter.part("not applicable"):
-                return {**base, "status": "not_applicable"}
+                return edgetpu_not_applicable(model)
         return {**base, **edgetpu_step(**edgetpu_args(settings, model), meter=meter)}
 
 
 def edgetpu_base(model: dict) -> dict:
     """What every edgetpu result names: the model it is about."""
     return {k: model[k] for k in ("name", "ckpt_id", "precision", "variant")}
+
+
+def edgetpu_not_applicable(model: dict) -> dict:
+    """The edgetpu result of a model the Edge TPU stage does not apply to."""
+    return {**edgetpu_base(model), "status": "not_applicable"}
 
 
 def edgetpu_args(settings: dict, model: dict) -> dict:
