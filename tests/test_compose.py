@@ -97,6 +97,7 @@ def test_long_running_services_have_health_checks(services):
             assert key in check, f"{name} healthcheck has no {key}"
     api = " ".join(services["airflow-api-server"]["healthcheck"]["test"])
     assert "/api/v2/" in api
+    assert "/execution/health" in api   # the tasks' API too, and its warm-up
     worker = " ".join(services["airflow-worker"]["healthcheck"]["test"])
     assert "inspect ping" in worker
 

@@ -242,6 +242,14 @@ def test_serve_runs_the_dag_for_run_airflow_and_stops_on_sigterm(tmp_path, tiny_
                  for ti in client.task_instances("mobiledet_convert", run["dag_run_id"])}
         assert pools["export"] == pools["model.convert"] == pools["model.check"] == "mobiledet"
         assert pools["plan"] == pools["gate"] == "default_pool", pools
+        # the execution API was warmed up at start (AirflowDeployment.execution_api_healthy),
+        # so its ~4 s first-request set-up fell on no task's start call
+        access = [line for line in (tmp_path / "airflow" / "logs" / "api-server.log")
+                  .read_text().splitlines() if "request finished" in line]
+        first_run = next(i for i, line in enumerate(access)
+                         if "path=/execution/task-instances/" in line and "/run " in line)
+        assert any("path=/execution/health " in line for line in access[:first_run]), \
+            access[:first_run]
 
         os.kill(serve.pid, signal.SIGTERM)
         serve.popen.wait(90)
