@@ -54,14 +54,26 @@ def test_passing_models_and_the_prediction_deciding_without_a_compiler(converted
 
     monkeypatch.delenv("EDGETPU_COMPILER", raising=False)
     _, settings, jobs, models, checks = converted
-    tpu = [stages.edgetpu_stage(settings, m) for m in models.values()]
-    assert tpu[1]["status"] == "not_installed" and tpu[1]["prediction"]["ops_total"] > 100
-    out = _decide(settings, jobs, list(checks.values()), tpu)
+    tpu = {p: stages.edgetpu_stage(settings, m) for p, m in models.items()}
+    assert tpu["int8"]["status"] == "not_installed"
+    assert tpu["int8"]["prediction"]["ops_total"] > 100
+    out = _decide(settings, jobs, list(checks.values()), list(tpu.values()))
     assert out["float32"]["passed"], out["float32"]["decision"]["reasons"]
     mapping = next(c for c in out["int8"]["decision"]["checks"] if c["name"] == "edgetpu_mapping")
     assert "offline prediction" in mapping["detail"] and "not installed" in mapping["detail"]
     regression = next(c for c in out["float32"]["decision"]["checks"] if c["name"] == "regression")
     assert regression["status"] == "no_baseline" and "first release" in regression["detail"]
+
+
+def test_calibrated_jobs_start_first_and_decisions_read_in_plan_order(converted):
+    """The workers start mapped jobs in map-index order: the int8 calibration (the long
+    conversion) comes first; the decisions still list the models as the plan does."""
+    from include.pipeline import stages
+
+    _, settings, jobs, _, checks = converted
+    assert [j["precision"] for j in jobs] == ["int8", "float32"]
+    decided = stages.gate_stage(settings, jobs, list(checks.values()), [])
+    assert [d["precision"] for d in decided] == ["float32", "int8"]
 
 
 def test_contract_breaking_model_names_the_broken_expectation(converted):
