@@ -248,13 +248,11 @@ class Deployment:
             tmp = self.watched / f".{tag}-{name}.partial"
             shutil.copytree(src, tmp)
             staged.append((tmp, self.watched / f"{tag}-{name}"))
-        # One landing per watcher poll: Airflow 3 gives an asset-triggered run only the events
-        # up to its queue entry's creation, and two checkpoints seen in the same poll make two
-        # events but one queue entry, so the second would wait for the next landing.
+        # All at once, as a training job that writes several checkpoints does: the watcher
+        # sees them in one poll and reports them event_spacing (5 s) apart, so each starts its
+        # own run (operators/triggers.py).
         landed = time.time()
-        for i, (tmp, final) in enumerate(staged):
-            if i:
-                time.sleep(self.poll_s + 2)
+        for tmp, final in staged:
             os.rename(tmp, final)
         store = open_store(str(self.store))
         deadline = time.monotonic() + timeout
