@@ -296,6 +296,7 @@ class Deployment:
                 "runs": len(runs), "tasks": len(tis), "models": models,
                 "task_instances": [
                     {"task_id": t["task_id"], "map_index": t.get("map_index"),
+                     "run_id": t.get("dag_run_id"),
                      "start": t.get("start_date"), "end": t.get("end_date"),
                      "queued": t.get("queued_when"), "state": t.get("state")} for t in tis],
                 "records": records}
