@@ -234,6 +234,26 @@ class Deployment:
     def __exit__(self, *exc):
         self.airflow.stop()
 
+    def component_cpu(self) -> dict[str, float]:
+        """CPU seconds (user + system) each Airflow component and its long-lived children have
+        used so far: the LocalExecutor's worker processes and the Celery pool's children are
+        the tasks' supervisors, counted with their component. Exited task processes are not
+        (their CPU is the stages' and the task start-up's, in the task instances' duration)."""
+        from include.pipeline.services import _descendants
+
+        tick = os.sysconf("SC_CLK_TCK")
+        out = {}
+        for name, proc in self.airflow.processes.items():
+            total = 0.0
+            for pid in [proc.pid, *_descendants(proc.pid)]:
+                try:
+                    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                except (OSError, IndexError):
+                    continue
+                total += (int(fields[11]) + int(fields[12])) / tick   # utime, stime
+            out[name] = total
+        return out
+
     def land(self, checkpoints: dict[str, Path], tag: str, timeout: float = RUN_TIMEOUT_S) -> dict:
         """Copy the checkpoints into the watched store (each renamed into place, complete),
         wait until every one is published; the run's timings from Airflow's task instances."""
@@ -251,6 +271,7 @@ class Deployment:
         # All at once, as a training job that writes several checkpoints does: the watcher
         # sees them in one poll and reports them event_spacing (5 s) apart, so each starts its
         # own run (operators/triggers.py).
+        cpu_before = self.component_cpu()
         landed = time.time()
         for tmp, final in staged:
             os.rename(tmp, final)
@@ -270,7 +291,11 @@ class Deployment:
             time.sleep(2)
         else:
             raise RuntimeError(f"{tag}: not published within {timeout:.0f} s")
-        return self._timings(runs, landed, store)
+        cpu = self.component_cpu()
+        timings = self._timings(runs, landed, store)
+        timings["component_cpu_s"] = {k: round(v - cpu_before.get(k, 0.0), 2)
+                                      for k, v in cpu.items()}
+        return timings
 
     def _timings(self, runs: list[dict], landed: float, store) -> dict:
         from include.pipeline import costs
@@ -450,6 +475,10 @@ def main(argv=None) -> int:
     print("overhead = (sum of task instance durations - sum of the stages' own wall time) / 2 "
           "slots; idle slot-s = 2 x wall - sum of task durations (slots waiting on the "
           "dependency chain or the scheduler)")
+    for name, r in c.items():
+        used = r.get("component_cpu_s") or {}
+        print(f"Airflow's own CPU during (c) {name}: {sum(used.values()):.1f} s ("
+              + ", ".join(f"{k} {v:.1f}" for k, v in used.items()) + ")")
     if scaling:
         srows = []
         for count, r in scaling.items():
