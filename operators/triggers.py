@@ -16,7 +16,7 @@ asset whose ``extra`` is ``{"from_trigger": True, "payload": <the event payload>
 ``triggering_asset_events[asset][-1].extra["payload"]["checkpoint_uri"]``.
 
 What counts as landed (checkpoint.json, or a TFOD bundle with its ``_SUCCESS`` marker) is defined
-in `include.pipeline.landing`; this module only polls and de-duplicates.
+in `include.pipeline.landing`; this module only lists, waits and de-duplicates.
 
 **Fires once per new checkpoint, per trigger instance.** The trigger keeps the landings it has
 reported (folder + marker ETag/mtime) in memory. A checkpoint already in the store when the
@@ -27,6 +27,13 @@ the artifact store, so a repeated run ends at once as "already claimed". The in-
 keeps a stream of runs from starting; the claim is the exactly-once guarantee. Pass
 ``report_existing=False`` to report only what lands after the first listing, and ``known`` to
 skip named checkpoints. A checkpoint rewritten in the same folder (new marker) is a new landing.
+
+**A local store wakes the poll early.** Between listings of a local folder the trigger waits on
+the kernel's file notifications (inotify, through watchfiles' RustNotify) as well as the poll
+interval: a checkpoint renamed into place is listed within about a tenth of a second instead of
+up to ``poll_interval`` later. Where notifications are not delivered (a network file system
+written from another host) or cannot be set up (inotify watch limit), the poll interval still
+lists the store; ``notify=False`` turns it off. S3 stores are polled.
 
 Landings are reported at least ``event_spacing`` seconds apart (5): Airflow 3.3's scheduler gives
 a run only the asset events up to the moment it queued that run, so two events in the same
@@ -72,6 +79,8 @@ class CheckpointLandingTrigger(BaseEventTrigger):
     :param known: checkpoints (URIs, or folder keys relative to the store) never to report.
     :param report_existing: report checkpoints already present at the first listing (default);
         False reports only later landings.
+    :param notify: for a local store, also list as soon as the kernel reports a change under
+        it (default); the poll interval stays the upper bound.
 
     Event payload: ``{"checkpoint_uri", "kind" ("checkpoint" | "tfod"), "marker" (URI of
     checkpoint.json or _SUCCESS), "marker_etag_or_mtime", "metadata": {variant, qat,
@@ -82,7 +91,7 @@ class CheckpointLandingTrigger(BaseEventTrigger):
     def __init__(self, store_uri: str, conn_id: str | None = "aws_default",
                  poll_interval: float = 10.0, error_interval: float = 60.0,
                  known: list[str] | None = None, report_existing: bool = True,
-                 event_spacing: float = 5.0):
+                 event_spacing: float = 5.0, notify: bool = True):
         super().__init__()
         self.store_uri = store_uri
         self.conn_id = conn_id
@@ -91,6 +100,9 @@ class CheckpointLandingTrigger(BaseEventTrigger):
         self.known = list(known) if known else None
         self.report_existing = bool(report_existing)
         self.event_spacing = float(event_spacing)
+        self.notify = bool(notify)
+        self._changes: FolderChanges | None = None
+        self._notify_failed = False
         self._seen: set[tuple[str, str]] = set()
         self._listed_once = False
         self._last_fired: float | None = None   # monotonic time of the last event
@@ -108,6 +120,7 @@ class CheckpointLandingTrigger(BaseEventTrigger):
             "known": self.known,
             "report_existing": self.report_existing,
             "event_spacing": self.event_spacing,
+            "notify": self.notify,
         })
 
     # -- the loop ---------------------------------------------------------------------------
@@ -123,6 +136,7 @@ class CheckpointLandingTrigger(BaseEventTrigger):
                 yield event
         finally:
             await self._close_client()
+            self._close_changes()
 
     async def _poll(self, loc, bad, known) -> AsyncIterator[TriggerEvent]:
         while True:
@@ -168,7 +182,46 @@ class CheckpointLandingTrigger(BaseEventTrigger):
             # forget landings that are gone, so the set stays as small as the store
             current = {item.identity for item in found}
             self._seen &= current
+            await self._until_next_listing(loc)
+
+    # -- waiting between listings ----------------------------------------------------------
+    async def _until_next_listing(self, loc: landing.StoreLocation) -> None:
+        """The poll interval, cut short by a change under a local store (at most one listing
+        per MIN_LISTING_GAP_S while files are being written)."""
+        started = time.monotonic()
+        changes = self._folder_changes(loc)
+        if changes is None:
             await asyncio.sleep(self.poll_interval)
+            return
+        try:
+            await changes.wait(self.poll_interval)
+        except OSError as exc:   # the watch broke (folder removed): poll from here on
+            log.warning("checkpoint landing watcher: file notifications for %s stopped (%s); "
+                        "polling every %.0f s", loc.uri, exc, self.poll_interval)
+            self._close_changes()
+            await asyncio.sleep(max(0.0, self.poll_interval - (time.monotonic() - started)))
+            return
+        rest = MIN_LISTING_GAP_S - (time.monotonic() - started)
+        if rest > 0:
+            await asyncio.sleep(rest)
+
+    def _folder_changes(self, loc: landing.StoreLocation) -> "FolderChanges | None":
+        if not self.notify or self._notify_failed or loc.scheme != "file":
+            return None
+        if self._changes is None:
+            try:
+                self._changes = FolderChanges(loc.root)
+            except Exception as exc:  # noqa: BLE001 - no inotify, watch limit, folder missing
+                log.warning("checkpoint landing watcher: no file notifications for %s (%s); "
+                            "polling every %.0f s", loc.uri, exc, self.poll_interval)
+                self._notify_failed = True
+                return None
+        return self._changes
+
+    def _close_changes(self) -> None:
+        changes, self._changes = self._changes, None
+        if changes is not None:
+            changes.close()
 
     # -- helpers ----------------------------------------------------------------------------
     def _known_keys(self, loc: landing.StoreLocation) -> set[str]:
@@ -258,3 +311,58 @@ class CheckpointLandingTrigger(BaseEventTrigger):
         except StoreError:
             return {}
         return landing.tfod_metadata(text, item.modified)
+
+
+#: while files are being written under a local store, list it at most this often
+MIN_LISTING_GAP_S = 0.5
+#: changes closer together than this are taken as one (a checkpoint renamed into place is one)
+DEBOUNCE_MS = 100
+STEP_MS = 50
+
+
+class FolderChanges:
+    """Kernel notifications (inotify on Linux) of changes anywhere under a local folder.
+
+    watchfiles' RustNotify records changes in its own thread from the moment it is made, so a
+    change that comes while the store is being listed is not lost: the next `wait` returns at
+    once. `wait` blocks a worker thread, never the triggerer's event loop."""
+
+    def __init__(self, root: str):
+        import threading
+
+        from watchfiles._rust_notify import RustNotify
+
+        # (paths, debug, force_polling, poll_delay_ms, recursive, ignore_permission_denied)
+        self._notify = RustNotify([str(root)], False, False, 300, True, True)
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._busy = False
+        self._closed = False
+
+    async def wait(self, timeout_s: float) -> bool:
+        """Until something changed (True) or `timeout_s` passed (False)."""
+        result = await asyncio.to_thread(self._watch, max(1, int(timeout_s * 1000)))
+        return result not in ("timeout", "stop")
+
+    def _watch(self, timeout_ms: int):
+        with self._lock:
+            if self._closed:
+                return "stop"
+            self._busy = True
+        try:
+            return self._notify.watch(DEBOUNCE_MS, STEP_MS, timeout_ms, self._stop)
+        finally:
+            with self._lock:
+                self._busy = False
+                if self._closed:
+                    self._notify.close()
+
+    def close(self) -> None:
+        """Stop watching; a `wait` in progress returns within STEP_MS."""
+        self._stop.set()
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            if not self._busy:
+                self._notify.close()

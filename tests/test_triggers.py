@@ -140,13 +140,14 @@ def test_serialize_mirrors_init_and_round_trips():
     t = CheckpointLandingTrigger(store_uri="s3://bucket/ckpts")
     assert t.serialize() == ("operators.triggers.CheckpointLandingTrigger", {
         "store_uri": "s3://bucket/ckpts", "conn_id": "aws_default", "poll_interval": 10.0,
-        "error_interval": 60.0, "known": None, "report_existing": True, "event_spacing": 5.0})
+        "error_interval": 60.0, "known": None, "report_existing": True, "event_spacing": 5.0,
+        "notify": True})
     t2 = CheckpointLandingTrigger("/data/ckpts", conn_id=None, poll_interval=2,
                                   error_interval=30, known=["a/b"], report_existing=False)
     classpath, kwargs = t2.serialize()
     assert kwargs == {"store_uri": "/data/ckpts", "conn_id": None, "poll_interval": 2.0,
                       "error_interval": 30.0, "known": ["a/b"], "report_existing": False,
-                      "event_spacing": 5.0}
+                      "event_spacing": 5.0, "notify": True}
     json.dumps(kwargs)                                    # JSON-safe
     again = CheckpointLandingTrigger(**kwargs)
     assert again.serialize() == (classpath, kwargs)
@@ -289,6 +290,101 @@ def test_a_landing_a_poll_later_is_not_held_back_by_the_spacing(writer):
         assert time.monotonic() - seen < 1.5
 
     drive(_trigger(writer.uri, event_spacing=2.0, poll_interval=0.1), scenario)
+
+
+# ------------------------------------------------------------------------------------------
+# a local store: file notifications cut the poll short
+# ------------------------------------------------------------------------------------------
+def _counting(trigger):
+    listings = []
+    real = trigger._list
+
+    async def counted(loc):
+        listings.append(time.monotonic())
+        return await real(loc)
+    trigger._list = counted
+    return listings
+
+
+def test_a_local_landing_is_listed_at_once_not_at_the_next_poll(tmp_path):
+    """A 30 s poll: the checkpoint renamed into place is reported within seconds, because the
+    kernel's notification wakes the wait (fails with a plain sleep between listings)."""
+    store = tmp_path / "store"
+    (store / "old").mkdir(parents=True)
+    (store / "old" / "checkpoint.json").write_text(json.dumps(_meta()))
+
+    async def scenario(d):
+        await d.next()                                  # the first listing is done
+        staged = tmp_path / "staged"
+        staged.mkdir()
+        (staged / "checkpoint.json").write_text(json.dumps(_meta(fp="f" * 64)))
+        os.rename(staged, store / "new")
+        landed = time.monotonic()
+        ev = await d.next(timeout=10)
+        assert ev["checkpoint_uri"] == "file://" + str(store / "new")
+        assert time.monotonic() - landed < 5.0
+
+    drive(_trigger(str(store), poll_interval=30.0), scenario)
+
+
+def test_an_idle_local_store_is_listed_once_per_poll_and_writes_are_rate_limited(tmp_path):
+    """Reading the store (the pipeline downloads checkpoints from it) wakes nothing; a file
+    being written for a second wakes at most one listing per MIN_LISTING_GAP_S."""
+    from operators.triggers import MIN_LISTING_GAP_S
+
+    store = tmp_path / "store"
+    (store / "a").mkdir(parents=True)
+    (store / "a" / "weights.h5").write_bytes(b"w" * 1000)
+    trigger = _trigger(str(store), poll_interval=0.4)
+    listings = _counting(trigger)
+
+    async def scenario(d):
+        await asyncio.sleep(0.3)
+        start = len(listings)
+        for _ in range(20):                             # reads for 1.2 s
+            (store / "a" / "weights.h5").read_bytes()
+            os.listdir(store / "a")
+            await asyncio.sleep(0.06)
+        assert len(listings) - start <= 4, listings     # 1.2 s / 0.4 s poll, plus one
+        start = len(listings)
+        with open(store / "a" / "part.partial", "wb") as fh:   # writes for 1.2 s
+            for _ in range(40):
+                fh.write(b"x" * 100)
+                fh.flush()
+                await asyncio.sleep(0.03)
+        assert len(listings) - start <= 1.2 / MIN_LISTING_GAP_S + 2, listings
+        await d.quiet(0.1)
+
+    drive(trigger, scenario)
+
+
+def test_without_notifications_the_poll_still_lists(tmp_path, monkeypatch, caplog):
+    """Where notifications cannot be set up (no inotify, watch limit), one warning, then
+    polling as before; notify=False asks for that."""
+    import operators.triggers as triggers
+
+    def broken(root):
+        raise OSError(28, "inotify watch limit reached")
+    monkeypatch.setattr(triggers, "FolderChanges", broken)
+    store = tmp_path / "store"
+    store.mkdir()
+
+    async def scenario(d):
+        await asyncio.sleep(0.2)
+        (store / "x").mkdir()
+        (store / "x" / "checkpoint.json").write_text(json.dumps(_meta()))
+        ev = await d.next()
+        assert ev["checkpoint_uri"] == "file://" + str(store / "x")
+
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        drive(_trigger(str(store), poll_interval=0.1), scenario)
+    warnings = [r.getMessage() for r in caplog.records if "no file notifications" in
+                r.getMessage()]
+    assert len(warnings) == 1 and "watch limit" in warnings[0], warnings
+
+    from include.pipeline import landing
+    off = _trigger(str(store), notify=False)
+    assert off._folder_changes(landing.parse_store(str(store))) is None
 
 
 def test_report_existing_false_and_known(writer):
