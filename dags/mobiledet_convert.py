@@ -6,8 +6,10 @@ plan (settings under the XCom key "settings") -> export (one per checkpoint) -> 
                               for integer EdgeTPU models also the Edge TPU stage: offline
                               op-mapping prediction + the compiler where installed)
      -> gate (all_done: a failed model is rejected with its task's error, the rest decided)
-     -> search (one per int8 model that failed the accuracy gate: other recipes) -> regate
-     -> publish (manifest by conditional create, pointers forward) -> report (all_done)
+     -> search (one per int8 model that failed the accuracy gate: other recipes; the choice
+                checked and gated like any model, in that task)
+     -> publish (all_done: the searches' decisions merged in; manifest by conditional create,
+                 pointers forward) -> report (all_done)
 
 It starts by itself when a checkpoint lands in the checkpoint store (an AssetWatcher with
 operators.triggers.CheckpointLandingTrigger; each landing is claimed once, so a landing
@@ -115,34 +117,25 @@ with DAG(
         return jobs_to_search(settings, decided)
 
     @task(map_index_template="{{ mobiledet_label }}", **task_args("search"))
-    def search(settings: dict, job: dict) -> dict:
-        # a failed int8 model: other recipes in order, within gates' search_budget
+    def search(settings: dict, job: dict, decided: list[dict]) -> dict:
+        # a failed int8 model: other recipes in order, within gates' search_budget; the
+        # choice is checked, analysed and gated here, like any model (its final decision)
         from airflow.sdk import get_current_context
 
         from include.pipeline.search_stage import search_stage
         from operators.base import quiet_native_stderr
         get_current_context()["mobiledet_label"] = job["name"]
         with quiet_native_stderr():   # TensorFlow's start-up lines, unless MOBILEDET_VERBOSE=1
-            return search_stage(settings, job)
-
-    @task(trigger_rule="all_done", **task_args("gate"))
-    def regate(settings: dict, decided: list[dict], ti=None) -> list[dict]:
-        # the final decisions: a search's choice is checked and gated like any model
-        from include.pipeline.search_stage import regate_stage
-        n = len(ti.xcom_pull(task_ids="search_jobs") or [])
-        searched = ti.xcom_pull(task_ids="search", map_indexes=list(range(n))) if n else []
-        searched = [searched] if isinstance(searched, dict) else list(searched or [])
-        from operators.base import quiet_native_stderr
-        with quiet_native_stderr():
-            return regate_stage(settings, decided, searched)
+            return search_stage(settings, job, decided)
 
     to_search = search_jobs(settings, decided.output)
-    searched = search.partial(settings=settings).expand(job=to_search)
-    final = regate(settings, decided.output)
-    searched >> final
-    published = PublishOperator(task_id="publish", settings=settings, decided=final,
+    searched = search.partial(settings=settings, decided=decided.output).expand(job=to_search)
+    # all_done: a search that failed leaves its model rejected, the rest is published; the
+    # gate's decisions are its argument, so a failed gate publishes nothing
+    published = PublishOperator(task_id="publish", settings=settings, decided=decided.output,
+                                search_task_id="search", trigger_rule="all_done",
                                 **task_args("publish"))
-    report = RunReportOperator(task_id="report", settings=settings, gate_task_id="regate",
+    report = RunReportOperator(task_id="report", settings=settings, gate_task_id="gate",
                                **task_args("report"))
     models >> decided
-    [final, published] >> report
+    searched >> published >> report

@@ -231,23 +231,50 @@ class PublishOperator(PublishModelOperator):
     only). Every model it publishes becomes an asset event (through the asset alias
     ``mobiledet_published``) of the asset ``mobiledet/MODEL/VARIANT/PRECISION``, whose URI is
     that model's consumer pointer and whose extra holds the manifest URI, version and gate
-    metric: schedule a downstream DAG on it."""
+    metric: schedule a downstream DAG on it.
+
+    With `search_task_id` (the mapped recipe-search task, whose instances each return their
+    model's final decision) it first merges those into `decided`, and pushes the run's final
+    decisions under the XCom key ``decisions`` for the report. Give it trigger_rule all_done
+    then: a search task that failed leaves its model rejected ("the recipe search did not
+    finish"), the other models are published all the same."""
 
     template_fields = ("settings", "decided")
     args_from_plan = True
 
-    def __init__(self, *, settings: Any, decided: Any, **kwargs):
+    def __init__(self, *, settings: Any, decided: Any, search_task_id: str | None = None,
+                 **kwargs):
         super().__init__(**kwargs)
         self.settings = settings
         self.decided = decided
+        self.search_task_id = search_task_id
 
     def run(self, context):
         from include.pipeline.stages import publish_stage, published_assets
 
         decided = list(self.decided)
+        if self.search_task_id:
+            decided = self.with_searches(context, decided)
+            context["ti"].xcom_push(key=FINAL_DECISIONS_KEY, value=decided)
         results = publish_stage(self.settings, decided)
         emit_published(context, self.log, published_assets(self.settings, results, decided))
         return results
+
+
+    def with_searches(self, context, decided: list[dict]) -> list[dict]:
+        """`decided` with each searched model's decision from its search task instance (the
+        instances are mapped over `search_jobs(settings, decided)`, in that order)."""
+        from include.pipeline.search_stage import regate_stage, search_jobs
+
+        n = len(search_jobs(self.settings, decided))
+        searched = context["ti"].xcom_pull(task_ids=self.search_task_id,
+                                           map_indexes=list(range(n))) if n else []
+        searched = [searched] if isinstance(searched, dict) else list(searched or [])
+        return regate_stage(self.settings, decided, searched)
+
+
+#: the XCom key under which PublishOperator(search_task_id=...) leaves the final decisions
+FINAL_DECISIONS_KEY = "decisions"
 
 
 class RunReportOperator(MobiledetOperator):
@@ -268,9 +295,14 @@ class RunReportOperator(MobiledetOperator):
         from include.pipeline.stages import report_stage
 
         # Pulled here, not templated: a failed gate or publish leaves no XCom, and the report
-        # is written all the same (None = that task did not finish).
-        decided = context["ti"].xcom_pull(task_ids=self.gate_task_id)
-        published = context["ti"].xcom_pull(task_ids=self.publish_task_id)
+        # is written all the same (None = that task did not finish). The final decisions
+        # (with the recipe searches' outcomes) are the publish task's, where it made them;
+        # else the gate's.
+        pull = context["ti"].xcom_pull
+        decided = pull(task_ids=self.publish_task_id, key=FINAL_DECISIONS_KEY)
+        if decided is None:
+            decided = pull(task_ids=self.gate_task_id)
+        published = pull(task_ids=self.publish_task_id)
         result = report_stage(self.settings, decided, published)
         self.log.info("results\n%s", result["table"])
         return result

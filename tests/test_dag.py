@@ -247,6 +247,28 @@ def test_landing_claims_and_published_asset_events(tiny, tmp_path, airflow_db):
     assert store.uri("mobiledet/latest/edgetpu/float32.json") in uris
 
 
+def test_a_failed_gate_publishes_nothing(tiny, tmp_path, airflow_db, monkeypatch):
+    """publish runs all_done (a failed search task must not hold back the other models), so a
+    gate that failed must still stop it: nothing published, the report says why."""
+    from include.errors import MobiledetError
+    from include.pipeline import stages
+    from include.pipeline.airflow_env import run_dag
+    from include.store import open_store
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the gate broke")
+    monkeypatch.setattr(stages, "gate_stage", broken)
+    root, ckpt = tiny
+    store_dir = tmp_path / "store"
+    with pytest.raises(MobiledetError, match="report"):
+        run_dag(_conf(root, ckpt, str(store_dir), precisions=["float32"]))
+    store = open_store(str(store_dir))
+    assert not any(k.endswith("manifest.json") for k in store.list(""))
+    assert not store.exists("mobiledet/latest.json")
+    [report_key] = [k for k in store.list("runs") if k.endswith("report.json")]
+    assert any("the gate task failed" in p for p in store.read_json(report_key)["problems"])
+
+
 def test_int8_failing_the_accuracy_gate_gets_a_recipe_search(tiny, tmp_path, airflow_db):
     """int8 fails the accuracy gate (a min_map no model reaches here): the search task tries
     other recipes within the budget, and the model ends rejected with every candidate tried in

@@ -358,6 +358,8 @@ def test_dag_tasks_carry_retries_timeouts_and_pool():
         assert rows[heavy][1] == "2" and rows[heavy][-2] == "mobiledet", rows[heavy]
     assert rows["model.convert"][2] == "1:00:00"
     assert rows["gate"][-1] == "all_done" and rows["report"][-1] == "all_done"
+    assert rows["publish"][-1] == "all_done"          # the searches' outcomes merged there
+    assert "regate" not in rows
 
 
 def test_killed_edgetpu_task_stops_its_compiler(tmp_path, monkeypatch):

@@ -209,7 +209,7 @@ def test_regate_publishes_the_search_choice_only_after_its_own_gate(converted):
     """The search's choice is checked, analysed and gated like any model before it replaces
     the rejected int8 model; a search that found nothing keeps the rejection."""
     from include.pipeline import stages
-    from include.pipeline.search_stage import regate_stage, search_jobs
+    from include.pipeline.search_stage import decide_search, regate_stage, search_jobs
 
     _, settings, jobs, models, checks = converted
     strict = dict(settings, config=dict(settings["config"], search_budget=2,
@@ -244,3 +244,9 @@ def test_regate_publishes_the_search_choice_only_after_its_own_gate(converted):
     # no search result at all (the task failed): rejected, the reason says so
     final = {d["precision"]: d for d in regate_stage(strict, decided, [])}
     assert "did not finish" in final["int8"]["decision"]["reasons"][-1]
+    # the DAG's search task decided its model already (decide_search, in parallel with the
+    # other searches): the merge in the publish task takes that decision as it is
+    decided_there = dict(decide_search(lenient, decided, found), by="search task")
+    final = {d["precision"]: d for d in regate_stage(
+        strict, decided, [dict(found, decision=decided_there)])}
+    assert final["int8"] is decided_there and final["int8"]["passed"]

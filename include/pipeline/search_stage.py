@@ -1,11 +1,13 @@
 """The recipe search in a run: for an int8 model that failed the accuracy gate, try other
 recipes (include/convert/search.py) and, when one passes, gate and publish it instead.
 
-gate -> search_jobs -> search (one mapped task per failed int8 model) -> regate -> publish
+gate -> search_jobs -> search (one mapped task per failed int8 model) -> publish
 
-`regate_stage` never turns a failure into a silent pass: the chosen candidate goes through the
-same check, Edge TPU and gate stages as any model, and a search that found nothing keeps the
-rejection with every candidate tried in its reason. The search table goes into the model's
+Each search task also decides its model (`decide_search`): the chosen candidate goes through
+the same check, Edge TPU and gate stages as any model, in that task, in parallel with the other
+searches, and a search that found nothing keeps the rejection with every candidate tried in
+its reason. The publish task then only merges (`regate_stage`): a failure never turns into a
+silent pass, and a search task that did not finish leaves its model rejected, saying so. The search table goes into the model's
 entry (`search`), hence into the manifest's decisions and the run report.
 """
 from __future__ import annotations
@@ -35,9 +37,17 @@ def search_jobs(settings: dict, decided: list[dict]) -> list[dict]:
     return jobs
 
 
-def search_stage(settings: dict, job: dict) -> dict:
+def search_stage(settings: dict, job: dict, decided: list[dict] | None = None) -> dict:
     """Run the recipe search for one job; returns {job, search: summary, model: a converted
-    model like convert_stage's output, or None when no candidate passed}."""
+    model like convert_stage's output, or None when no candidate passed}, and with the run's
+    gate decisions `decided` also {decision: the model's final entry (`decide_search`)}."""
+    found = _search(settings, job)
+    if decided is not None:
+        found["decision"] = decide_search(settings, decided, found)
+    return found
+
+
+def _search(settings: dict, job: dict) -> dict:
     from include.config import PipelineConfig
     from include.convert.search import search_int8
     from include.pipeline.inputs import dataset_copy
@@ -94,11 +104,36 @@ def _table(summary: dict) -> str:
     return ", ".join(row(r) for r in summary.get("candidates", [])) or "no candidate"
 
 
-def regate_stage(settings: dict, decided: list[dict], searched: list[dict]) -> list[dict]:
-    """The run's final decisions: each searched model replaced by the search's choice when that
-    passes the gate like any model, else kept rejected with the candidates tried."""
+def decide_search(settings: dict, decided: list[dict], found: dict) -> dict:
+    """The final decision entry of one searched model: the search's choice checked, analysed
+    for the Edge TPU and gated like any model (against the run's float32 reference), or the
+    rejection kept with the candidates tried."""
     from include.pipeline.stages import check_stage, edgetpu_stage, gate_stage
 
+    job = found["job"]
+    [d] = [x for x in decided if (x["ckpt_id"], x["precision"]) ==
+           (job["ckpt_id"], job["precision"])]
+    summary = found["search"]
+    if found["model"] is None:
+        return _with_reason(d, summary, "recipe search: no candidate passed ("
+                                        f"{_table(summary)})")
+    model = found["model"]
+    check = check_stage(settings, model)
+    tpu = edgetpu_stage(settings, model)
+    reference = [x for x in decided if x["ckpt_id"] == d["ckpt_id"]
+                 and x["precision"] == "float32"]
+    [new] = gate_stage(settings, [model], [check, *reference], [tpu])
+    new = {**new, "search": summary}
+    if not new["passed"]:
+        new = _with_reason(new, summary, f"recipe search chose {summary.get('chosen')!r}, "
+                                         "which did not pass the gate either")
+    return new
+
+
+def regate_stage(settings: dict, decided: list[dict], searched: list[dict]) -> list[dict]:
+    """The run's final decisions: each searched model replaced by its search's decision (the
+    search task's `decision`, else `decide_search` here), rejected with "did not finish" where
+    its search task left no result."""
     by_job = {(s["job"]["ckpt_id"], s["job"]["precision"]): s for s in searched or [] if s}
     wanted = {(j["ckpt_id"], j["precision"]) for j in search_jobs(settings, decided)}
     out = []
@@ -112,22 +147,7 @@ def regate_stage(settings: dict, decided: list[dict], searched: list[dict]) -> l
             out.append(_with_reason(d, None, "the recipe search did not finish (see the search "
                                              "task's log)"))
             continue
-        summary = found["search"]
-        if found["model"] is None:
-            out.append(_with_reason(d, summary, "recipe search: no candidate passed ("
-                                                f"{_table(summary)})"))
-            continue
-        model = found["model"]
-        check = check_stage(settings, model)
-        tpu = edgetpu_stage(settings, model)
-        reference = [x for x in decided if x["ckpt_id"] == d["ckpt_id"]
-                     and x["precision"] == "float32"]
-        [new] = gate_stage(settings, [model], [check, *reference], [tpu])
-        new = {**new, "search": summary}
-        if not new["passed"]:
-            new = _with_reason(new, summary, f"recipe search chose {summary.get('chosen')!r}, "
-                                             "which did not pass the gate either")
-        out.append(new)
+        out.append(found.get("decision") or decide_search(settings, decided, found))
     return out
 
 
