@@ -239,18 +239,22 @@ class Deployment:
         used so far: the LocalExecutor's worker processes and the Celery pool's children are
         the tasks' supervisors, counted with their component. Exited task processes are not
         (their CPU is the stages' and the task start-up's, in the task instances' duration)."""
-        from include.pipeline.services import _descendants
+        import psutil
 
-        tick = os.sysconf("SC_CLK_TCK")
         out = {}
         for name, proc in self.airflow.processes.items():
             total = 0.0
-            for pid in [proc.pid, *_descendants(proc.pid)]:
+            try:
+                top = psutil.Process(proc.pid)
+                family = [top, *top.children(recursive=True)]
+            except psutil.Error:
+                family = []
+            for p in family:
                 try:
-                    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                except (OSError, IndexError):
+                    times = p.cpu_times()
+                except psutil.Error:   # exited between the listing and now
                     continue
-                total += (int(fields[11]) + int(fields[12])) / tick   # utime, stime
+                total += times.user + times.system
             out[name] = total
         return out
 

@@ -225,6 +225,10 @@ class GateOperator(MobiledetOperator):
         return gate_stage(self.settings, jobs, list(checks or []), list(edgetpu or []))
 
 
+#: the XCom key under which PublishOperator(search_task_id=...) leaves the final decisions
+FINAL_DECISIONS_KEY = "decisions"
+
+
 class PublishOperator(PublishModelOperator):
     """PublishModelOperator for every passing model of the run, one release per checkpoint:
     files, then manifest.json by conditional create, then the consumer pointers (forward
@@ -260,7 +264,6 @@ class PublishOperator(PublishModelOperator):
         emit_published(context, self.log, published_assets(self.settings, results, decided))
         return results
 
-
     def with_searches(self, context, decided: list[dict]) -> list[dict]:
         """`decided` with each searched model's decision from its search task instance (the
         instances are mapped over `search_jobs(settings, decided)`, in that order)."""
@@ -271,10 +274,6 @@ class PublishOperator(PublishModelOperator):
                                            map_indexes=list(range(n))) if n else []
         searched = [searched] if isinstance(searched, dict) else list(searched or [])
         return regate_stage(self.settings, decided, searched)
-
-
-#: the XCom key under which PublishOperator(search_task_id=...) leaves the final decisions
-FINAL_DECISIONS_KEY = "decisions"
 
 
 class RunReportOperator(MobiledetOperator):

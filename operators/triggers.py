@@ -199,6 +199,7 @@ class CheckpointLandingTrigger(BaseEventTrigger):
             log.warning("checkpoint landing watcher: file notifications for %s stopped (%s); "
                         "polling every %.0f s", loc.uri, exc, self.poll_interval)
             self._close_changes()
+            self._notify_failed = True
             await asyncio.sleep(max(0.0, self.poll_interval - (time.monotonic() - started)))
             return
         rest = MIN_LISTING_GAP_S - (time.monotonic() - started)
@@ -339,10 +340,9 @@ class FolderChanges:
         self._busy = False
         self._closed = False
 
-    async def wait(self, timeout_s: float) -> bool:
-        """Until something changed (True) or `timeout_s` passed (False)."""
-        result = await asyncio.to_thread(self._watch, max(1, int(timeout_s * 1000)))
-        return result not in ("timeout", "stop")
+    async def wait(self, timeout_s: float) -> None:
+        """Until something changed under the folder, or `timeout_s` passed."""
+        await asyncio.to_thread(self._watch, max(1, int(timeout_s * 1000)))
 
     def _watch(self, timeout_ms: int):
         with self._lock:

@@ -7,8 +7,9 @@ Each search task also decides its model (`decide_search`): the chosen candidate 
 the same check, Edge TPU and gate stages as any model, in that task, in parallel with the other
 searches, and a search that found nothing keeps the rejection with every candidate tried in
 its reason. The publish task then only merges (`regate_stage`): a failure never turns into a
-silent pass, and a search task that did not finish leaves its model rejected, saying so. The search table goes into the model's
-entry (`search`), hence into the manifest's decisions and the run report.
+silent pass, and a search task that did not finish leaves its model rejected, saying so. The
+search table goes into the model's entry (`search`), hence into the manifest's decisions and
+the run report.
 """
 from __future__ import annotations
 

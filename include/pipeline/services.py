@@ -639,12 +639,15 @@ class AirflowDeployment:
                     f"{proc.log_tail(1500)}", where=str(proc.log_path),
                     fix="read the component's log for the first error.")
 
-    def health(self) -> dict | None:
+    def _answer(self, path: str, timeout: float) -> dict | None:
+        """The API server's JSON answer to GET `path`, None while it does not answer."""
         try:
-            return http_json("GET", f"{self.settings.base_url}/api/v2/monitor/health",
-                             timeout=5)
+            return http_json("GET", f"{self.settings.base_url}{path}", timeout=timeout)
         except (ServiceError, OSError):
             return None
+
+    def health(self) -> dict | None:
+        return self._answer("/api/v2/monitor/health", timeout=5)
 
     def execution_api_healthy(self) -> bool:
         """Whether the task execution API (what every task's supervisor calls) answers.
@@ -654,12 +657,8 @@ class AirflowDeployment:
         "start" call) took 3.9-4.2 s on this machine instead of 0.03 s (py-spy on the
         api-server: Cadwyn._cadwyn_initialize), and every fresh api-server passed the cost to
         the first checkpoint of its first run. The request is made here, before any landing."""
-        try:
-            reply = http_json("GET", f"{self.settings.base_url}/execution/health",
-                              timeout=HTTP_TIMEOUT_S)
-        except (ServiceError, OSError):
-            return False
-        return reply.get("status") == "healthy"
+        reply = self._answer("/execution/health", timeout=HTTP_TIMEOUT_S)
+        return bool(reply) and reply.get("status") == "healthy"
 
     def wait_healthy(self, timeout: float = START_TIMEOUT_S, poll: float = 1.0) -> dict:
         """Until the API server answers (the REST API and the task execution API) and each
@@ -667,7 +666,7 @@ class AirflowDeployment:
         deadline = time.monotonic() + timeout
         wanted = [HEALTH_KEYS[c] for c in self.components if c in HEALTH_KEYS]
         worker_ready = WORKER not in self.components
-        health = None
+        health, execution_ok = None, False
         for _ in range(int(timeout / poll) + 1):
             self.check_alive()
             health = self.health()
@@ -675,14 +674,16 @@ class AirflowDeployment:
                 worker_ready = " ready." in self.processes[WORKER].log_tail(20000)
             if health and health.get("metadatabase", {}).get("status") == "healthy" and \
                     all((health.get(k) or {}).get("status") == "healthy" for k in wanted) and \
-                    worker_ready and self.execution_api_healthy():
-                return health
+                    worker_ready:
+                execution_ok = self.execution_api_healthy()
+                if execution_ok:
+                    return health
             if time.monotonic() > deadline:
                 break
             time.sleep(poll)
         raise ServiceError(f"Airflow was not healthy within {timeout:.0f} s "
                            f"(health: {json.dumps(health)}, celery worker ready: "
-                           f"{worker_ready}).", where=str(self.log_dir),
+                           f"{worker_ready}, execution API healthy: {execution_ok}).", where=str(self.log_dir),
                            fix="read the components' logs there for the first error.")
 
     # -- REST ---------------------------------------------------------------------------------
