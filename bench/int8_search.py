@@ -76,7 +76,7 @@ def main(argv=None) -> int:
     from include.config import GateConfig
     from include.console import format_table
     from include.convert.quant_debug import inject_activation_outlier
-    from include.convert.recipes import convert, edgetpu_cost
+    from include.convert.converter import convert, edgetpu_cost
     from include.convert.search import format_search, search_int8
     from include.gates import edgetpu_mapping_check
     from include.mobiledet.export import export_checkpoint

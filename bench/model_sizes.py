@@ -28,7 +28,7 @@ TABLE = [("cpu", False, ["float32", "dynamic", "float16", "int8"]),
 
 
 def main() -> int:
-    from include.convert.recipes import convert
+    from include.convert.converter import convert
     from models import make_export, make_image_folder
 
     ap = argparse.ArgumentParser(description=__doc__)

@@ -48,11 +48,12 @@ from typing import Annotated, Any, ClassVar, Literal, Mapping, Optional, Union
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr,
                       TypeAdapter, ValidationError, ValidationInfo, field_validator)
 
+# Precision facts live in the recipe table (include/convert/recipes.py), read from there.
+from include.convert.recipes import (ACCELERATOR_VARIANTS, DEFAULT_MATRIX, DEFAULT_MAX_MAP_DROP,
+                                     PRECISIONS)
 from include.errors import ConfigError
 from include.mobiledet.spec import VARIANTS
 
-PRECISIONS = ("float32", "dynamic", "float16", "int8", "uint8")
-ACCELERATOR_VARIANTS = ("edgetpu", "dsp")   # need full-integer models
 CHECKPOINT_KINDS = ("float", "qat", "any")  # keys of a per-variant precisions mapping
 GATE_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")  # COCO summary metrics
 EDGETPU_GATE_MODES = ("auto", "compiler", "prediction", "off")
@@ -61,17 +62,6 @@ DEFAULT_STORE_DIR = "mobiledet-store"
 DEFAULT_CONN_ID = "aws_default"
 DEFAULT_MODEL_NAME = "mobiledet"
 
-# Absolute drop of the gate metric allowed against the float32 reference of the same run.
-DEFAULT_MAX_MAP_DROP = {"float32": 0.0, "dynamic": 0.02, "float16": 0.01, "int8": 0.05,
-                        "uint8": 0.05}
-
-_DEFAULT_FLOAT = {
-    "cpu": ["float32", "dynamic", "float16", "int8"],
-    "edgetpu": ["float32", "int8"],
-    "dsp": ["float32", "int8"],
-    "gpu": ["float32", "float16"],
-}
-_DEFAULT_QAT = {variant: ["float32", "uint8"] for variant in VARIANTS}
 _NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 
 # Fixes for values outside a field's allowed set, where the generic one says too little.
@@ -189,7 +179,7 @@ def _check_variant(variant: Any, where: str = "variant") -> str:
 def default_precisions(variant: str, qat: bool) -> list[str]:
     """The precisions converted by default for a checkpoint of `variant` (QAT or float)."""
     _check_variant(variant)
-    return list((_DEFAULT_QAT if qat else _DEFAULT_FLOAT)[variant])
+    return list(DEFAULT_MATRIX["qat" if qat else "float"][variant])
 
 
 def _check_precision_list(value: Any, where: str) -> list[str]:

@@ -93,7 +93,7 @@ def make_image_folder(out_dir, count=8, size=80, seed=0):
 
 
 def make_tflite(out_dir, precision="float32", variant="edgetpu", calibration=None, **kw):
-    from include.convert.recipes import convert
+    from include.convert.converter import convert
 
     out_dir = Path(out_dir)
     qat = precision == "uint8"

@@ -8,7 +8,8 @@ import pytest
 
 from include.config import default_precisions
 from include.convert.inspect import inspect_tflite, load_interpreter
-from include.convert.recipes import conversion_json_path, convert
+from include.convert.converter import convert
+from include.convert.recipes import conversion_json_path
 from include.errors import ConversionError, DataError
 from models import make_image_folder, shared_export
 

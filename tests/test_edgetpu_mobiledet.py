@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from include.convert.recipes import convert
+from include.convert.converter import convert
 from include.edgetpu.analyze import analyze_model
 from models import make_image_folder, shared_export
 

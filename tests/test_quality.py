@@ -43,7 +43,7 @@ def tiny_models(work):
     """{precision: path}, built on first use from the session's shared exports (one float export
     for the four float-graph recipes, one QAT export for uint8; shared with the other test
     files, as tests/models.make_tflite does)."""
-    from include.convert.recipes import convert
+    from include.convert.converter import convert
 
     built: dict[str, Path] = {}
 

@@ -111,7 +111,7 @@ def outlier_case() -> dict:
     import tensorflow as tf
 
     from include.convert.quant_debug import inject_activation_outlier
-    from include.convert.recipes import convert
+    from include.convert.converter import convert
     from include.data.preprocess import preprocess
     from include.mobiledet.checkpoint import save_checkpoint
     from include.mobiledet.export import export_checkpoint
@@ -218,7 +218,7 @@ def test_quant_debug_cli_json(case, capsys):
 # ================================================================= fallback
 def test_float_fallback_by_pattern_and_worst(case, tmp_path):
     from include.convert.inspect import inspect_tflite
-    from include.convert.recipes import convert
+    from include.convert.converter import convert
 
     out = tmp_path / "fb.tflite"
     report = convert(case["export"], "int8", out, calibration=case["calibration"],
@@ -264,7 +264,7 @@ def test_per_tensor_option_and_cli(case, tmp_path, capsys):
 
 # ================================================================= bad input
 def test_unknown_layer_pattern(case, tmp_path):
-    from include.convert.recipes import convert
+    from include.convert.converter import convert
 
     with pytest.raises(ConfigError, match=r"matches none.*Nearest names: edgetpu/C1/tucker_0"):
         convert(case["export"], "int8", tmp_path / "x.tflite", calibration=case["calibration"],
@@ -316,7 +316,8 @@ def test_graph_without_integer_ops(tmp_path):
 
 # ================================================================= the integer promise
 def test_writeup_cpu_int8_recipe_is_refused(tmp_path):
-    from include.convert.recipes import WRITEUP_CPU_INT8, convert
+    from include.convert.converter import convert
+    from include.convert.recipes import WRITEUP_CPU_INT8
 
     export = shared_export(variant="cpu")
     with pytest.raises(ConversionError) as err:

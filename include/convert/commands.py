@@ -71,7 +71,8 @@ def _options(args) -> dict:
 
 
 def cmd_convert(args) -> int:
-    from include.convert.recipes import conversion_json_path, convert
+    from include.convert.converter import convert
+    from include.convert.recipes import conversion_json_path
     from include.data.coco import dataset_arguments
 
     if args.search:
@@ -116,7 +117,7 @@ def _cmd_search(args) -> int:
     from pathlib import Path
 
     from include.config import load_config
-    from include.convert.recipes import convert
+    from include.convert.converter import convert
     from include.convert.search import DEFAULT_BUDGET, format_search, search_int8
     from include.errors import ConfigError
 

@@ -277,7 +277,8 @@ def open_session(graph_dir, calibration, *, calibration_count: int = 100, seed: 
     _quiet_tf()
     import tensorflow as tf
 
-    from include.convert.recipes import RECIPES, _apply_recipe, _converter, check_request
+    from include.convert.recipes import (RECIPES, apply_recipe, check_request,
+                                         frozen_graph_converter)
     from include.convert.source import open_graph
 
     source = open_graph(graph_dir)
@@ -286,8 +287,8 @@ def open_session(graph_dir, calibration, *, calibration_count: int = 100, seed: 
         from include.convert.calibration import representative_images
         calibration_batch, calibration_info = representative_images(
             calibration, source.spec.input_size, calibration_count, seed)
-    conv = _converter(source.graph_path, source)
-    _apply_recipe(conv, RECIPES["int8"], source.input_name, calibration_batch)
+    conv = frozen_graph_converter(source.graph_path, source)
+    apply_recipe(conv, RECIPES["int8"], source.input_name, calibration_batch)
     if per_tensor:
         conv._experimental_disable_per_channel = True
 

@@ -184,7 +184,8 @@ def search_int8(graph_dir, calibration, data, reference_model, out_path, *,
      seconds}.
     """
     from include.config import GateConfig
-    from include.convert.recipes import check_request, convert, edgetpu_cost
+    from include.convert.converter import convert, edgetpu_cost
+    from include.convert.recipes import check_request
     from include.convert.source import open_graph
     from include.quality.runner import check_model_file
 
@@ -388,8 +389,8 @@ def _write_json(path: Path, obj) -> None:
 
 
 def _publish(model: Path, out_path: Path, report: dict) -> None:
-    """The chosen model and its conversion.json (include.convert.recipes.publish_model)."""
-    from include.convert.recipes import publish_model
+    """The chosen model and its conversion.json (include.convert.converter.publish_model)."""
+    from include.convert.converter import publish_model
 
     publish_model(model, out_path, report)
 

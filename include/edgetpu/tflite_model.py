@@ -1,7 +1,7 @@
 """The project's one reader of .tflite flatbuffers: operators in execution order, tensors, options.
 
 Every module that looks inside a model file uses it: the Edge TPU analysis, the conversion
-(`include.convert.recipes`, and `include.convert.postprocess_inputs`, which rewrites a model
+(`include.convert.converter`, and `include.convert.postprocess_inputs`, which rewrites a model
 through `unpack_model`/`pack_model`) and the quality runner (`include.quality.runner.model_info`,
 `check_model_file`).
 

@@ -455,7 +455,7 @@ def convert_step(graph: str, precision: str, output: str, *, calibration: str | 
     with tempfile.TemporaryDirectory(prefix="mobiledet-convert-") as tmp:
         with meter.part("tensorflow import"):
             import tensorflow  # noqa: F401  (timed apart: every task process pays it once)
-            from include.convert.recipes import convert
+            from include.convert.converter import convert
         with meter.part("download"):
             export = _local(graph, tmp, conn_id)
             local_calibration = None

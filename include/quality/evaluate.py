@@ -261,7 +261,7 @@ def load_labels(labels) -> tuple[dict[int, dict], str]:
 
     p = Path(labels)
     if p.suffix.lower() == ".json":
-        from include.quality.visualize import names_from_json
+        from include.quality.runner import names_from_json
 
         found = names_from_json(p)
         if not found:

@@ -34,8 +34,10 @@ output as a failed expectation instead of refusing to run the model.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
+from pathlib import Path
 
 import numpy as np
 
@@ -310,3 +312,26 @@ def find_precision(report: dict | None) -> str | None:
     if isinstance(report, dict) and isinstance(report.get("precision"), str):
         return report["precision"]
     return None
+
+
+def names_from_json(path: Path) -> dict[int, dict]:
+    """{class: {name, category_id}} of a JSON label map (a conversion report, an export.json,
+    {"0": "person", ...}); {} for a COCO annotation file (a dataset, not a label map)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"the label file cannot be read as JSON ({exc}).", where=str(path),
+                        fix="pass a COCO dataset, a conversion report, a JSON label map "
+                            "{\"0\": \"name\", ...}, a label_map.pbtxt or a labels.txt.") \
+            from None
+    if isinstance(data, dict) and all(k in data for k in ("images", "annotations",
+                                                          "categories")):
+        return {}  # a COCO annotation file: handled by the dataset path
+    found = find_label_map(data if isinstance(data, dict) else {})
+    if found is None and isinstance(data, dict):
+        found = find_label_map({"label_map": data})
+    if not found:
+        raise DataError("no label map found in the file.", where=str(path),
+                        fix="pass a COCO dataset, a conversion report (with the checkpoint's "
+                            "label_map) or a JSON map {\"0\": \"person\", ...}.")
+    return found

@@ -18,7 +18,6 @@ The result's `labels_source` names where the names came from (the file, "convers
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -31,35 +30,11 @@ PALETTE = ((230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 13
            (0, 128, 128), (170, 110, 40), (128, 0, 0), (128, 128, 0), (0, 0, 128))
 
 
-def names_from_json(path: Path) -> dict[int, dict]:
-    """{class: {name, category_id}} of a JSON label map (a conversion report, an export.json,
-    {"0": "person", ...}); {} for a COCO annotation file (a dataset, not a label map)."""
-    from include.quality.runner import find_label_map
-
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"the label file cannot be read as JSON ({exc}).", where=str(path),
-                        fix="pass a COCO dataset, a conversion report, a JSON label map "
-                            "{\"0\": \"name\", ...}, a label_map.pbtxt or a labels.txt.") \
-            from None
-    if isinstance(data, dict) and all(k in data for k in ("images", "annotations",
-                                                          "categories")):
-        return {}  # a COCO annotation file: handled by the dataset path
-    found = find_label_map(data if isinstance(data, dict) else {})
-    if found is None and isinstance(data, dict):
-        found = find_label_map({"label_map": data})
-    if not found:
-        raise DataError("no label map found in the file.", where=str(path),
-                        fix="pass a COCO dataset, a conversion report (with the checkpoint's "
-                            "label_map) or a JSON map {\"0\": \"person\", ...}.")
-    return found
-
-
 def label_file_names(labels, model_path=None, num_classes: int | None = None
                      ) -> tuple[dict[int, str], str, str]:
     """{class index: name}, the source (the file read) and its format, of a `--labels` file."""
     from include.data.labels import is_label_map_text, read_labels
+    from include.quality.runner import names_from_json
 
     p = Path(labels)
     if not p.exists():
