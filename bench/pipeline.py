@@ -303,7 +303,7 @@ class Deployment:
 
     def _timings(self, runs: list[dict], landed: float, store) -> dict:
         from include.pipeline import costs
-        from include.pipeline.stages import safe_run_id
+        from include.pipeline.plan import safe_run_id
 
         tis, records = [], []
         for r in runs:

@@ -1,6 +1,6 @@
 """mobiledet_convert: checkpoints -> checked, published on-device models.
 
-plan (settings under the XCom key "settings") -> export (one per checkpoint) -> jobs
+plan (the run plan under the XCom key "plan") -> export (one per checkpoint) -> jobs
      -> model (a mapped task group, one per checkpoint x precision):
             convert -> check (evaluate vs float reference, validate contract, benchmark;
                               for integer EdgeTPU models also the Edge TPU stage: offline
@@ -16,10 +16,9 @@ operators.triggers.CheckpointLandingTrigger; each landing is claimed once, so a 
 reported twice is converted once), or by hand with conf, e.g.
     {"checkpoints": ["s3://bucket/ckpts/edgetpu-qat"], "data": "/data/coco_val_subset"}
 Settings come from the environment (include/pipeline/deployment.py). Only DAG wiring lives
-here. The model tasks are the reusable operators (TFLiteConvertOperator, the checks with
-the Edge TPU stage, PublishModelOperator) taking their arguments from the plan
-(operators/mobiledet.py); the work is in include/pipeline/stages.py.
-Retries, time limits and the pool of the heavy tasks: include/pipeline/task_policy.py.
+here: each task is one step of include/pipeline/steps/ over the typed run plan
+(operators/pipeline.py). Retries, time limits and the pool of the heavy tasks:
+include/pipeline/task_policy.py.
 """
 from __future__ import annotations
 
@@ -29,8 +28,8 @@ from airflow.sdk import DAG, Asset, AssetWatcher, Param, task, task_group
 from include.config import overrides_schema
 from include.pipeline import deployment
 from include.pipeline.task_policy import task_args
-from operators.mobiledet import (ConvertModelOperator, ExportCheckpointOperator, GateOperator,
-                                 PublishOperator, QualityCheckOperator, RunReportOperator)
+from operators.pipeline import (ConvertModelOperator, ExportCheckpointOperator, GateOperator,
+                                PublishRunOperator, QualityCheckOperator, RunReportOperator)
 
 from operators.triggers import CheckpointLandingTrigger
 
@@ -71,71 +70,74 @@ with DAG(
 
     @task(**task_args("plan"))
     def plan(params=None, run_id=None, triggering_asset_events=None, ti=None) -> list[dict]:
-        from include.pipeline.stages import landed_checkpoints, plan as plan_stage
+        from include.pipeline.steps.plan import checkpoints_from_events, plan as plan_step
         conf = dict(params)
-        landed = landed_checkpoints(triggering_asset_events)
+        landed = checkpoints_from_events(triggering_asset_events)
         if landed and not conf.get("checkpoints"):
             # started by the landing watcher: claim each checkpoint, so a landing reported
             # twice is converted once
             conf.update(checkpoints=landed, claim=True)
-        settings = plan_stage(conf, run_id)
-        # The run's settings go under the XCom key "settings", its checkpoints are the return
-        # value: Airflow maps only over return values, and a task just to pick the checkpoints
-        # out of the settings cost a task process and a scheduling round on the critical path.
-        ti.xcom_push(key="settings", value=settings)
-        return settings["checkpoints"]
+        run = plan_step(conf, run_id).to_dict()
+        # The run plan goes under the XCom key "plan", its checkpoints are the return value:
+        # Airflow maps only over return values, and a task just to pick the checkpoints out of
+        # the plan cost a task process and a scheduling round on the critical path.
+        ti.xcom_push(key="plan", value=run)
+        return run["checkpoints"]
 
     @task(trigger_rule="all_done")
-    def jobs(settings: dict, exports: list[dict]) -> list[dict]:
+    def jobs(run: dict, exports: list[dict]) -> list[dict]:
         # all_done: a checkpoint whose export failed has no jobs; the others go on
-        from include.pipeline.stages import jobs_of
-        return jobs_of(settings, list(exports or []))
+        from include.pipeline.plan import RunPlan
+        from include.pipeline.steps.plan import jobs_of
+        return [j.to_dict() for j in jobs_of(RunPlan.of(run), list(exports or []))]
 
     checkpoints = plan()
-    settings = checkpoints["settings"]
+    run = checkpoints["plan"]
     exports = ExportCheckpointOperator.partial(
-        task_id="export", settings=settings, map_index_template=LABEL, **task_args("export"),
+        task_id="export", plan=run, map_index_template=LABEL, **task_args("export"),
     ).expand(checkpoint=checkpoints)
-    planned = jobs(settings, exports.output)
+    planned = jobs(run, exports.output)
 
     @task_group
     def model(job):
         # A mapped task group: a failed convert fails only its own check.
-        converted = ConvertModelOperator(task_id="convert", settings=settings, job=job,
+        converted = ConvertModelOperator(task_id="convert", plan=run, job=job,
                                          map_index_template=LABEL, **task_args("convert"))
-        QualityCheckOperator(task_id="check", settings=settings, model=converted.output,
+        QualityCheckOperator(task_id="check", plan=run, model=converted.output,
                              map_index_template=LABEL, **task_args("check"))
 
     models = model.expand(job=planned)
-    decided = GateOperator(task_id="gate", settings=settings, jobs=planned,
-                           check_task_id="model.check",
+    decided = GateOperator(task_id="gate", plan=run, jobs=planned, check_task_id="model.check",
                            **task_args("gate"))
 
     @task
-    def search_jobs(settings: dict, decided: list[dict]) -> list[dict]:
-        from include.pipeline.search_stage import search_jobs as jobs_to_search
-        return jobs_to_search(settings, decided)
+    def search_jobs(run: dict, decided: list[dict]) -> list[dict]:
+        from include.pipeline.plan import RunPlan
+        from include.pipeline.steps.search import search_jobs as jobs_to_search
+        return [j.to_dict() for j in jobs_to_search(RunPlan.of(run), decided)]
 
     @task(map_index_template="{{ mobiledet_label }}", **task_args("search"))
-    def search(settings: dict, job: dict, decided: list[dict]) -> dict:
+    def search(run: dict, job: dict, decided: list[dict]) -> dict:
         # a failed int8 model: other recipes in order, within gates' search_budget; the
         # choice is checked, analysed and gated here, like any model (its final decision)
         from airflow.sdk import get_current_context
 
-        from include.pipeline.search_stage import search_stage
-        from operators.base import quiet_native_stderr
+        from include.console import quiet_native_stderr
+        from include.pipeline.plan import RunPlan
+        from include.pipeline.steps.plan import as_job
+        from include.pipeline.steps.search import search as search_step
         get_current_context()["mobiledet_label"] = job["name"]
         with quiet_native_stderr():   # TensorFlow's start-up lines, unless MOBILEDET_VERBOSE=1
-            return search_stage(settings, job, decided)
+            return search_step(RunPlan.of(run), as_job(job), decided)
 
-    to_search = search_jobs(settings, decided.output)
-    searched = search.partial(settings=settings, decided=decided.output).expand(job=to_search)
+    to_search = search_jobs(run, decided.output)
+    searched = search.partial(run=run, decided=decided.output).expand(job=to_search)
     # all_done: a search that failed leaves its model rejected, the rest is published; the
     # gate's decisions are its argument, so a failed gate publishes nothing
-    published = PublishOperator(task_id="publish", settings=settings, decided=decided.output,
-                                search_task_id="search", trigger_rule="all_done",
-                                **task_args("publish"))
-    report = RunReportOperator(task_id="report", settings=settings, gate_task_id="gate",
+    published = PublishRunOperator(task_id="publish", plan=run, decided=decided.output,
+                                   search_task_id="search", trigger_rule="all_done",
+                                   **task_args("publish"))
+    report = RunReportOperator(task_id="report", plan=run, gate_task_id="gate",
                                **task_args("report"))
     models >> decided
     searched >> published >> report

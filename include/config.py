@@ -237,30 +237,17 @@ def _store_uri(value: Any, where: str, base_dir: str | None) -> str:
 
 
 def _normalise_store(value: Any, base_dir: str | None) -> str:
+    """A store location as every task sees it (`include.store.uri.normalise`), or _Problem."""
+    from include.errors import StoreError
+    from include.store.uri import normalise
+
     if not isinstance(value, str) or not value.strip():
         raise _Problem(f"expected a folder, file:///abs/path or s3://bucket/prefix, got "
                        f"{value!r}.", f"set a store location, or set {STORE_ENV}.")
-    value = value.strip()
-    if "://" not in value:
-        path = os.path.expanduser(value)
-        if not os.path.isabs(path):
-            path = os.path.join(base_dir or os.getcwd(), path)
-        return os.path.normpath(path)
-    scheme, _, rest = value.partition("://")
-    scheme = scheme.lower()
-    if scheme == "file":
-        if not rest.startswith("/"):
-            raise _Problem(f"{value!r} is not an absolute file URI.",
-                           "write file:///absolute/path (three slashes) or a plain path.")
-        return "file://" + os.path.normpath(rest)
-    if scheme == "s3":
-        bucket = rest.split("/", 1)[0].rpartition("@")[2]
-        if not bucket:
-            raise _Problem(f"{value!r} names no bucket.", "write s3://BUCKET/optional/prefix.")
-        return value.rstrip("/")
-    raise _Problem(f"unsupported store scheme {scheme!r} in {value!r}; allowed: a local folder, "
-                   "file:// or s3://.", "use a folder or s3://bucket/prefix (MinIO too, via the "
-                                        "connection's endpoint_url).")
+    try:
+        return normalise(value, base_dir=base_dir)
+    except StoreError as exc:
+        raise _Problem(exc.problem, exc.fix or "use a folder or s3://bucket/prefix.") from None
 
 
 # --------------------------------------------------------------------------------------------

@@ -9,8 +9,8 @@
         conn_id="aws_default",
     )
 
-It calls `include.pipeline.stages.convert_step` (the one implementation the pipeline's own
-convert task and `mobiledet run` use), which applies the precision's recipe of
+It calls `include.pipeline.steps.convert.convert_model` (the one implementation the pipeline's
+own convert task uses), which applies the precision's recipe of
 `include.convert.recipes` and writes conversion.json (the recipe, the inputs and outputs, the
 warnings) next to the model. The XCom is a small dict: model_uri, conversion_uri, size_bytes,
 sha256, input, warnings, precision.
@@ -41,8 +41,6 @@ class TFLiteConvertOperator(MobiledetOperator):
 
     template_fields = ("graph", "precision", "output_uri", "calibration", "conn_id")
     ui_color = "#fde8e8"
-    # True on the pipeline's subclass, whose arguments come from the plan's job at run time
-    args_from_plan = False
 
     def __init__(self, *, graph: str | None = None, precision: str | None = None,
                  output: str | None = None, calibration: str | None = None,
@@ -55,8 +53,7 @@ class TFLiteConvertOperator(MobiledetOperator):
         self.calibration = calibration
         self.calibration_count = calibration_count
         self.options = options
-        if not self.args_from_plan:
-            self.check_arguments()
+        self.check_arguments()
 
     def check_arguments(self) -> None:
         """Raise ConfigError naming the argument and the fix; values not known yet (templates,
@@ -81,18 +78,13 @@ class TFLiteConvertOperator(MobiledetOperator):
                                f"{type(self.options).__name__}.",
                                "pass e.g. options={'per_tensor': True}.")
 
-    def convert(self, meter=None) -> dict:
-        """The conversion with this operator's (rendered) arguments."""
-        from include.pipeline.stages import convert_step
+    def run(self, context) -> dict:
+        from include.pipeline.steps.convert import convert_model
 
         self.check_arguments()   # templates are rendered by now
-        return convert_step(str(self.graph), str(self.precision), str(self.output_uri),
-                            calibration=self.calibration, conn_id=self.conn_id,
-                            calibration_count=self.calibration_count, options=self.options,
-                            meter=meter)
-
-    def run(self, context) -> dict:
-        result = self.convert()
+        result = convert_model(str(self.graph), str(self.precision), str(self.output_uri),
+                               calibration=self.calibration, conn_id=self.conn_id,
+                               calibration_count=self.calibration_count, options=self.options)
         self.log.info("converted %s (%s): %s, %d bytes", self.graph, self.precision,
                       result["model_uri"], result["size_bytes"])
         return result

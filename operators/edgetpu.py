@@ -4,7 +4,8 @@ prediction of one integer .tflite model.
     EdgeTPUCompileOperator(task_id="edgetpu", model="s3://models/tflite/int8/model.tflite",
                            output="s3://models/tflite/int8", require_compiled=True)
 
-It calls `include.pipeline.stages.edgetpu_step` (the pipeline's own Edge TPU task uses it too):
+It calls `include.pipeline.steps.edgetpu.edgetpu_compile` (the pipeline's own Edge TPU step
+uses it too):
 `include.edgetpu.analyze` predicts which ops map, `include.edgetpu.compiler` runs
 `edgetpu_compiler` with a timeout. model_edgetpu.tflite (when it compiled) and edgetpu.json go
 into `output`. The XCom: status (compiled, not_installed, failed, timeout), message, op counts,
@@ -33,7 +34,6 @@ class EdgeTPUCompileOperator(MobiledetOperator):
 
     template_fields = ("model", "output_uri", "sha256", "conn_id")
     ui_color = "#fef7e0"
-    args_from_plan = False
 
     def __init__(self, *, model: str | None = None, output: str | None = None,
                  sha256: str | None = None, timeout_s: float = 180,
@@ -46,8 +46,7 @@ class EdgeTPUCompileOperator(MobiledetOperator):
         self.timeout_s = timeout_s
         self.require_compiled = require_compiled
         self.require_mapped = require_mapped
-        if not self.args_from_plan:
-            self.check_arguments()
+        self.check_arguments()
 
     def check_arguments(self) -> None:
         name = type(self).__name__
@@ -55,17 +54,13 @@ class EdgeTPUCompileOperator(MobiledetOperator):
         check_location(name, "output", self.output_uri)
         check_number(name, "timeout_s", self.timeout_s, optional=False)
 
-    def compile(self, meter=None) -> dict:
-        from include.pipeline.stages import edgetpu_step
-
-        self.check_arguments()
-        return edgetpu_step(str(self.model), str(self.output_uri), sha256=self.sha256,
-                            timeout_s=self.timeout_s, conn_id=self.conn_id, meter=meter)
-
     def run(self, context) -> dict:
         from include.errors import EdgeTPUError
+        from include.pipeline.steps.edgetpu import edgetpu_compile
 
-        result = self.compile()
+        self.check_arguments()
+        result = edgetpu_compile(str(self.model), str(self.output_uri), sha256=self.sha256,
+                                 timeout_s=self.timeout_s, conn_id=self.conn_id)
         self.log.info("Edge TPU: %s; %s of %s ops mapped (decided by %s)", result["status"],
                       result.get("ops_on_tpu"), result.get("ops_total"), result["decided_by"])
         if self.require_compiled and result["status"] != "compiled":

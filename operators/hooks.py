@@ -18,18 +18,6 @@ from typing import Any
 from airflow.sdk import BaseHook
 
 
-def _split(uri: str) -> tuple[str, str]:
-    """(parent, name) of a file URI or path: 's3://b/p/model.tflite' -> ('s3://b/p', ...)."""
-    text = str(uri).rstrip("/")
-    parent, _, name = text.rpartition("/")
-    if not name or not parent or parent.endswith(":/") or parent.endswith(":"):
-        from include.errors import StoreError
-        raise StoreError(f"{uri!r} does not name a file inside a folder or bucket.",
-                         where=str(uri), fix="give a path like /out/model.tflite or "
-                                             "s3://bucket/prefix/model.tflite.")
-    return parent, name
-
-
 class MobiledetStoreHook(BaseHook):
     """Artifact store access for operators. ``conn_id``: the Airflow connection of an
     ``s3://`` store (default ``aws_default``); unused for local folders."""
@@ -55,18 +43,15 @@ class MobiledetStoreHook(BaseHook):
         return self._stores[key]
 
     def is_remote(self, uri: str) -> bool:
-        text = str(uri)
-        return "://" in text and not text.startswith("file://")
+        from include.store.uri import is_remote
+        return is_remote(str(uri))
 
     # -- one move each -------------------------------------------------------------------
     def local_copy(self, uri: str, workdir: str | Path) -> Path:
         """A local path for `uri`: the path itself when local, else a download (a file, or
-        a whole folder through `include.store.materialize`) under `workdir`."""
-        text = str(uri)
-        if not self.is_remote(text):
-            return Path(text[len("file://"):] if text.startswith("file://") else text)
-        from include.store import materialize
-        return Path(materialize(text, str(workdir), conn_id=self.conn_id))
+        a whole folder) under `workdir` (`include.store.transfer.local_copy`)."""
+        from include.store.transfer import local_copy
+        return local_copy(str(uri), workdir, conn_id=self.conn_id)
 
     def fetch(self, uri: str, local_path: str | Path, sha256: str | None = None) -> Path:
         """Download the file at `uri` to `local_path`, refused when `sha256` is given and the
@@ -82,24 +67,22 @@ class MobiledetStoreHook(BaseHook):
 
     def upload(self, local_path: str | Path, uri: str) -> str:
         """Put a local file at `uri` (atomically for a reader); returns the URI."""
-        parent, name = _split(uri)
-        return self.get_conn(parent).put_file(str(local_path), name)
+        from include.store.transfer import upload
+        return upload(local_path, str(uri), conn_id=self.conn_id)
 
     def upload_dir(self, local_dir: str | Path, uri: str) -> str:
         """Put every file under `local_dir` below the folder `uri`; returns its URI."""
-        from include.store import stage_dir
-
-        parent, name = _split(uri)
-        return stage_dir(self.get_conn(parent), str(local_dir), name)
+        from include.store.transfer import upload_dir
+        return upload_dir(local_dir, str(uri), conn_id=self.conn_id)
 
     def write_json(self, obj: Any, uri: str) -> str:
-        parent, name = _split(uri)
-        return self.get_conn(parent).write_json(name, obj)
+        from include.store.transfer import upload_json
+        return upload_json(obj, str(uri), conn_id=self.conn_id)
 
     def publish(self, store_uri: str, model_name: str, version: str, artifacts: list[dict],
                 lineage: dict, *, publisher: str | None = None) -> dict:
-        """`include.store.publish`: files, then the manifest by conditional create, then the
-        consumer pointers (forward only). Returns the PublishResult as a dict."""
-        from include.store import publish
-        return publish(self.get_conn(store_uri), model_name, version, artifacts, lineage,
-                       publisher=publisher).to_dict()
+        """`include.store.publish_release`: files, then the manifest by conditional create,
+        then the consumer pointers (forward only). Returns the PublishResult as a dict."""
+        from include.store import publish_release
+        return publish_release(self.get_conn(store_uri), model_name, version, artifacts,
+                               lineage, publisher=publisher).to_dict()

@@ -21,11 +21,9 @@ from typing import Any
 
 from include.convert.recipes import PRECISIONS, conversion_json_uri  # light: no TensorFlow
 from include.mobiledet.spec import VARIANTS
+from include.store.layout import PUBLISHED_ALIAS
 from operators.base import MobiledetOperator, bad_argument, check_choice, check_location, \
     is_static
-
-PUBLISHED_ALIAS = "mobiledet_published"
-UNKNOWN_CREATED = "1970-01-01T00:00:00Z"
 
 
 def emit_published(context, log, assets: list[dict]) -> None:
@@ -76,7 +74,6 @@ class PublishModelOperator(MobiledetOperator):
                        "version", "created", "files", "metrics", "lineage", "publisher",
                        "conn_id")
     ui_color = "#e8eaed"
-    args_from_plan = False
 
     def __init__(self, *, store: str | None = None, model: str | None = None,
                  variant: str | None = None, precision: str | None = None,
@@ -103,8 +100,7 @@ class PublishModelOperator(MobiledetOperator):
         self.lineage = lineage
         self.publisher = publisher
         self.emit_asset = emit_asset
-        if not self.args_from_plan:
-            self.check_arguments()
+        self.check_arguments()
 
     def check_arguments(self) -> None:
         name = type(self).__name__
@@ -131,8 +127,9 @@ class PublishModelOperator(MobiledetOperator):
 
     def run(self, context) -> dict:
         from include import __version__
-        from include.pipeline.stages import safe_run_id
-        from include.store import make_version, pointer_key
+        from include.pipeline.plan import safe_run_id
+        from include.pipeline.steps.publish import UNKNOWN_CREATED, asset_of
+        from include.store import make_version
 
         self.check_arguments()
         model = str(self.model)
@@ -159,20 +156,8 @@ class PublishModelOperator(MobiledetOperator):
         self.log.info("%s/%s: %s", self.model_name, version, result["status"])
         if self.emit_asset and result["status"] == "published":
             store = self.hook.get_conn(str(self.store))
-            assets = []
-            for entry in result.get("published", []):
-                model_file = (entry.get("files") or {}).get("model.tflite") or {}
-                assets.append({
-                    "name": f"mobiledet/{self.model_name}/{entry['variant']}/"
-                            f"{entry['precision']}",
-                    "uri": store.uri(pointer_key(str(self.model_name), entry["variant"],
-                                                 entry["precision"])),
-                    "extra": {"model": self.model_name, "version": result["version"],
-                              "variant": entry["variant"], "precision": entry["precision"],
-                              "manifest_uri": result["manifest_uri"],
-                              "model_uri": model_file.get("uri"),
-                              "sha256": model_file.get("sha256"),
-                              "metric": decision.get("metric"), "map": decision.get("map")}})
-            emit_published(context, self.log, assets)
+            emit_published(context, self.log, [
+                asset_of(store, str(self.model_name), result["version"], result["manifest_uri"],
+                         entry, decision) for entry in result.get("published", [])])
         return {k: result.get(k) for k in ("model", "version", "status", "manifest_uri",
                                            "latest_uri", "publisher", "winner", "pointers")}

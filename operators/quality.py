@@ -19,11 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from include.convert.recipes import conversion_json_uri
+from include.pipeline.steps.check import SUMMARY_METRICS
 from operators.base import (MobiledetOperator, bad_argument, check_count, check_location,
                             check_number, is_static)
-
-SUMMARY_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR100")
-
 
 class _ModelOperator(MobiledetOperator):
     """A check of one model: `model` (path or URI) and its recorded `sha256`."""
@@ -111,7 +109,7 @@ class CocoEvaluateOperator(_ModelOperator):
 
     def run(self, context) -> dict:
         from include.console import to_jsonable
-        from include.pipeline.stages import _coco_or_all, _evaluated_images
+        from include.pipeline.inputs import coco_or_all, evaluated_images
 
         self.check_arguments()
         with tempfile.TemporaryDirectory(prefix="mobiledet-evaluate-") as tmp:
@@ -123,7 +121,7 @@ class CocoEvaluateOperator(_ModelOperator):
                                             "model.tflite") if self.hook.is_remote(
                     str(self.reference)) else self.hook.local_copy(str(self.reference), tmp)
             data = self.hook.dataset(str(self.data), tmp / "data", images=lambda root:
-                                     _coco_or_all(root, lambda: _evaluated_images(
+                                     coco_or_all(root, lambda: evaluated_images(
                                          root, self.max_images)))
             from include.quality.evaluate import evaluate
             result = evaluate(model, data, max_images=self.max_images, threads=self.threads,
@@ -196,7 +194,7 @@ class OutputContractOperator(_ModelOperator):
 
     def run(self, context) -> dict:
         from include.convert.calibration import calibration_files
-        from include.pipeline.stages import _coco_or_all
+        from include.pipeline.inputs import coco_or_all
 
         self.check_arguments()
         with tempfile.TemporaryDirectory(prefix="mobiledet-validate-") as tmp:
@@ -205,7 +203,7 @@ class OutputContractOperator(_ModelOperator):
             data = None
             if self.data:
                 data = self.hook.dataset(str(self.data), tmp / "data", images=lambda root:
-                                         _coco_or_all(root, lambda: calibration_files(
+                                         coco_or_all(root, lambda: calibration_files(
                                              root, self.images)))
             from include.quality.validate import validate
             summary = validate(model, data=data, images=self.images,

@@ -59,12 +59,13 @@ from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
 from include.errors import MobiledetError, StoreError
 from include.pipeline import landing
+from include.store.aio import AsyncArtifactStore
+from include.store.uri import StoreURI
 
 CLASSPATH = "operators.triggers.CheckpointLandingTrigger"
 # stdlib logging: Airflow renders it like its own loggers (in the triggerer too), and tests
 # can read it with caplog.
 log = logging.getLogger(__name__)
-S3_TIMEOUTS = {"connect_timeout": 10, "read_timeout": 30, "retries": {"max_attempts": 2}}
 
 
 class CheckpointLandingTrigger(BaseEventTrigger):
@@ -108,8 +109,7 @@ class CheckpointLandingTrigger(BaseEventTrigger):
         self._last_fired: float | None = None   # monotonic time of the last event
         self._last_error_at: float | None = None
         self._failing = False
-        self._client = None
-        self._client_cm = None
+        self._store: AsyncArtifactStore | None = None
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (CLASSPATH, {
@@ -127,7 +127,7 @@ class CheckpointLandingTrigger(BaseEventTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         bad = None
         try:
-            loc = landing.parse_store(self.store_uri)
+            loc = StoreURI.parse(self.store_uri)
         except StoreError as exc:
             loc, bad = None, exc
         known = self._known_keys(loc) if loc else set()
@@ -135,7 +135,6 @@ class CheckpointLandingTrigger(BaseEventTrigger):
             async for event in self._poll(loc, bad if loc is None else None, known):
                 yield event
         finally:
-            await self._close_client()
             self._close_changes()
 
     async def _poll(self, loc, bad, known) -> AsyncIterator[TriggerEvent]:
@@ -185,7 +184,7 @@ class CheckpointLandingTrigger(BaseEventTrigger):
             await self._until_next_listing(loc)
 
     # -- waiting between listings ----------------------------------------------------------
-    async def _until_next_listing(self, loc: landing.StoreLocation) -> None:
+    async def _until_next_listing(self, loc: StoreURI) -> None:
         """The poll interval, cut short by a change under a local store (at most one listing
         per MIN_LISTING_GAP_S while files are being written)."""
         started = time.monotonic()
@@ -206,12 +205,12 @@ class CheckpointLandingTrigger(BaseEventTrigger):
         if rest > 0:
             await asyncio.sleep(rest)
 
-    def _folder_changes(self, loc: landing.StoreLocation) -> "FolderChanges | None":
-        if not self.notify or self._notify_failed or loc.scheme != "file":
+    def _folder_changes(self, loc: StoreURI) -> "FolderChanges | None":
+        if not self.notify or self._notify_failed or not loc.local:
             return None
         if self._changes is None:
             try:
-                self._changes = FolderChanges(loc.root)
+                self._changes = FolderChanges(loc.path)
             except Exception as exc:  # noqa: BLE001 - no inotify, watch limit, folder missing
                 log.warning("checkpoint landing watcher: no file notifications for %s (%s); "
                             "polling every %.0f s", loc.uri, exc, self.poll_interval)
@@ -225,15 +224,15 @@ class CheckpointLandingTrigger(BaseEventTrigger):
             changes.close()
 
     # -- helpers ----------------------------------------------------------------------------
-    def _known_keys(self, loc: landing.StoreLocation) -> set[str]:
+    def _known_keys(self, loc: StoreURI) -> set[str]:
         keys = set()
         base = loc.uri.rstrip("/") + "/"
         for item in self.known or []:
             text = str(item)
             if text.startswith(base):
                 text = text[len(base):]
-            elif loc.scheme == "file" and text.startswith(loc.root.rstrip("/") + "/"):
-                text = text[len(loc.root.rstrip("/")) + 1:]
+            elif loc.local and text.startswith(loc.path.rstrip("/") + "/"):
+                text = text[len(loc.path.rstrip("/")) + 1:]
             keys.add(text.strip("/"))
         return keys
 
@@ -245,67 +244,28 @@ class CheckpointLandingTrigger(BaseEventTrigger):
             log.error("checkpoint landing watcher: %s (next report in %.0f s; polling "
                            "continues)", exc, self.error_interval)
 
-    def _recovered(self, loc: landing.StoreLocation) -> None:
+    def _recovered(self, loc: StoreURI) -> None:
         if self._failing:
             self._failing = False
             log.info("checkpoint store %s can be listed again", loc.uri)
 
-    async def _list(self, loc: landing.StoreLocation) -> list[landing.Entry]:
-        if loc.scheme == "file":
-            return await asyncio.to_thread(landing.list_local, loc.root)
-        try:
-            return await landing.list_s3_async(await self._s3_client(), loc)
-        except Exception as exc:  # botocore, aiobotocore, aiohttp, missing connection
-            await self._close_client()   # re-read the connection next time (it may be fixed)
-            raise landing.s3_error(exc, loc.uri, self.conn_id) from exc
+    def _opened(self, loc: StoreURI) -> AsyncArtifactStore:
+        if self._store is None:
+            self._store = AsyncArtifactStore(loc.uri, conn_id=loc.conn_id or self.conn_id)
+        return self._store
 
-    async def _s3_client(self):
-        """One aiobotocore client for the trigger's life, from the amazon provider's hook."""
-        if self._client is None:
-            from airflow.providers.amazon.aws.hooks.s3 import S3Hook
-            from botocore.config import Config
+    async def _list(self, loc: StoreURI) -> list:
+        if loc.local:
+            await asyncio.to_thread(landing.check_local_store, loc)
+        return await self._opened(loc).list_entries("")
 
-            hook = S3Hook(aws_conn_id=self.conn_id, config=Config(**S3_TIMEOUTS))
-            self._client_cm = await hook.get_async_conn()
-            self._client = await self._client_cm.__aenter__()
-        return self._client
+    async def _read(self, loc: StoreURI, key: str) -> bytes:
+        return await self._opened(loc).get_bytes(key)
 
-    async def _close_client(self) -> None:
-        cm, self._client_cm, self._client = self._client_cm, None, None
-        if cm is not None:
-            try:
-                await cm.__aexit__(None, None, None)
-            except Exception:  # closing a broken connection must not hide the real error
-                pass
-
-    async def cleanup(self) -> None:
-        await self._close_client()
-
-    async def _read(self, loc: landing.StoreLocation, key: str) -> bytes:
-        if loc.scheme == "file":
-            path = loc.local_path(key)
-
-            def _read_file() -> bytes:
-                with open(path, "rb") as fh:
-                    return fh.read()
-            try:
-                return await asyncio.to_thread(_read_file)
-            except OSError as exc:
-                raise StoreError(f"cannot read the file ({exc}).", where=loc.uri_of(key),
-                                 fix="check that the triggerer can read the store.") from exc
-        try:
-            client = await self._s3_client()
-            resp = await client.get_object(Bucket=loc.root, Key=loc.s3_key(key))
-            async with resp["Body"] as body:
-                return await body.read()
-        except Exception as exc:
-            await self._close_client()
-            raise landing.s3_error(exc, loc.uri_of(key), self.conn_id) from exc
-
-    async def _metadata(self, loc: landing.StoreLocation, item: landing.Landed) -> dict:
+    async def _metadata(self, loc: StoreURI, item: landing.Landed) -> dict:
         if item.kind == "checkpoint":
             data = await self._read(loc, item.marker)
-            return landing.checkpoint_metadata(data, loc.uri_of(item.marker))
+            return landing.checkpoint_metadata(data, loc.join(item.marker).uri)
         config_key = f"{item.key}/pipeline.config" if item.key else "pipeline.config"
         try:
             text = (await self._read(loc, config_key)).decode("utf-8", errors="replace")

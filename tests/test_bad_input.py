@@ -32,7 +32,7 @@ def _truncated_weights(tmp):
 
 
 def _missing_checkpoint_json(tmp):
-    from include.pipeline.stages import describe_source
+    from include.pipeline.steps.plan import describe_source
 
     ckpt = make_checkpoint(tmp / "ckpt", variant="edgetpu")
     (ckpt / "checkpoint.json").unlink()
@@ -112,7 +112,7 @@ def _wrong_credentials(tmp, monkeypatch):
 
 def _dotdot_checkpoint(tmp):
     from include.data.synth import synthesize
-    from include.pipeline.stages import plan
+    from include.pipeline.steps.plan import plan
 
     synthesize(tmp / "data", 4, size=64, seed=0, val_fraction=0.5)
     plan({"checkpoints": ["s3://ckpts/landed/../../other-team/ckpt-9"], "data": str(tmp / "data"),
@@ -121,7 +121,7 @@ def _dotdot_checkpoint(tmp):
 
 def _zero_images(tmp):
     from include.data.synth import synthesize
-    from include.pipeline.stages import plan
+    from include.pipeline.steps.plan import plan
 
     synthesize(tmp / "data", 4, size=64, seed=0, val_fraction=0.5)
     ann = tmp / "data" / "annotations" / "instances_val.json"

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from include.store import (ArtifactStore, clean_version, latest, list_versions, make_version,
-                           pointer, publish, read_manifest)
+                           pointer, publish_release as publish, read_manifest)
 
 REPO = Path(__file__).resolve().parents[1]
 N = 8
@@ -104,7 +104,7 @@ PUBLISHER_SCRIPT = textwrap.dedent("""
     import json, os, sys, time
     sys.path.insert(0, {tests!r})
     from datetime import datetime, timezone
-    from include.store import ArtifactStore, publish
+    from include.store import ArtifactStore, publish_release as publish
     from test_concurrency import LINEAGE, VERSION, artifacts
     run, base, conn, start = sys.argv[1:5]
     store = ArtifactStore(base, conn_id=conn or None)
@@ -194,7 +194,7 @@ def test_one_claim_per_checkpoint_among_racing_runs(store):
     triggerers) starts N runs: exactly one claims the checkpoint; a retry of that run finds
     its own claim; the others see who holds it."""
     from include.config import load_config
-    from include.pipeline.stages import claim_checkpoint
+    from include.pipeline.steps.plan import claim_checkpoint
 
     config = load_config(overrides={"store_uri": store.base_uri, "conn_id": store.conn_id})
     barrier = threading.Barrier(N, timeout=60)
@@ -214,7 +214,7 @@ def test_one_claim_per_checkpoint_among_racing_runs(store):
 def test_landed_checkpoints_from_watcher_and_s3_notifications():
     from types import SimpleNamespace
 
-    from include.pipeline.stages import landed_checkpoints
+    from include.pipeline.steps.plan import checkpoints_from_events
 
     notification = {"Records": [
         {"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": "ckpts"},
@@ -229,5 +229,5 @@ def test_landed_checkpoints_from_watcher_and_s3_notifications():
                                                    {"Body": "not json"}]}}),
         SimpleNamespace(extra={"from_trigger": True,
                                "payload": {"checkpoint_uri": "s3://ckpts/a"}})]}
-    assert landed_checkpoints(events) == ["s3://ckpts/a", "s3://ckpts/team/edgetpu qat"]
-    assert landed_checkpoints(None) == []
+    assert checkpoints_from_events(events) == ["s3://ckpts/a", "s3://ckpts/team/edgetpu qat"]
+    assert checkpoints_from_events(None) == []

@@ -251,13 +251,13 @@ def test_a_failed_gate_publishes_nothing(tiny, tmp_path, airflow_db, monkeypatch
     """publish runs all_done (a failed search task must not hold back the other models), so a
     gate that failed must still stop it: nothing published, the report says why."""
     from include.errors import MobiledetError
-    from include.pipeline import stages
     from include.pipeline.airflow_env import run_dag
+    from include.pipeline.steps import gate
     from include.store import open_store
 
     def broken(*args, **kwargs):
         raise RuntimeError("the gate broke")
-    monkeypatch.setattr(stages, "gate_stage", broken)
+    monkeypatch.setattr(gate, "gate", broken)
     root, ckpt = tiny
     store_dir = tmp_path / "store"
     with pytest.raises(MobiledetError, match="report"):

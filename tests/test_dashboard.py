@@ -42,7 +42,7 @@ def synth(tmp_path_factory):
     lineage holds credentials, run reports with and without stage durations, an Edge TPU
     report, a picture and Data Docs."""
     from include.dashboard.synthetic import START, make_releases
-    from include.store import make_version, open_store, publish
+    from include.store import make_version, open_store, publish_release as publish
 
     root = tmp_path_factory.mktemp("dashboard")
     store_dir = root / "store"

@@ -56,7 +56,7 @@ def test_s3_server_stopped_mid_publish_then_back(tmp_path, monkeypatch):
     from moto.server import ThreadedMotoServer
 
     from include.errors import StoreError
-    from include.store import ArtifactStore, latest, make_version, publish, read_manifest
+    from include.store import ArtifactStore, latest, make_version, publish_release as publish, read_manifest
     from s3server import connection_json, create_bucket, reset_airflow_fs_cache
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
@@ -116,7 +116,7 @@ def test_s3_server_stopped_mid_publish_then_back(tmp_path, monkeypatch):
 KILLED_PUBLISH = textwrap.dedent("""
     import sys, time
     sys.path.insert(0, {tests!r})
-    from include.store import ArtifactStore, publish
+    from include.store import ArtifactStore, publish_release as publish
     from test_faults import FP, T0, _artifacts
     from include.store import make_version
     store = ArtifactStore({base!r})
@@ -148,7 +148,7 @@ def _wait_for(path: Path, proc, seconds: float) -> None:
 
 
 def test_worker_killed_mid_publish_retry_completes(tmp_path):
-    from include.store import ArtifactStore, make_version, publish, read_manifest
+    from include.store import ArtifactStore, make_version, publish_release as publish, read_manifest
 
     base = str(tmp_path / "store")
     marker = tmp_path / "marker"
@@ -175,26 +175,29 @@ def test_worker_killed_mid_publish_retry_completes(tmp_path):
 
 KILLED_CONVERT = textwrap.dedent("""
     import json, sys
-    from include.pipeline import stages
+    from include.pipeline.steps.convert import convert
     settings = json.load(open({settings!r}))
     job = json.load(open({job!r}))
     open({marker!r}, "w").write("converting")
-    stages.convert_stage(settings, job)
+    convert(settings, job)
 """)
 
 
 def test_worker_killed_mid_conversion_retry_completes(tmp_path):
     from include.data.synth import synthesize
-    from include.pipeline import stages
+    from include.pipeline.steps.convert import convert
+    from include.pipeline.steps.export import export
+    from include.pipeline.steps.plan import jobs_of, plan
     from include.store import open_store, sha256_file
 
     synthesize(tmp_path / "data", 8, size=96, seed=0, val_fraction=0.5)
     ckpt = make_checkpoint(tmp_path / "ckpt", variant="edgetpu")
-    settings = stages.plan({"checkpoints": [str(ckpt)], "data": str(tmp_path / "data"),
-                            "store": str(tmp_path / "store"), "precisions": ["int8"],
-                            "overrides": FAST}, "kill-run")
-    export = stages.export_stage(settings, settings["checkpoints"][0])
-    [job] = stages.jobs_of(settings, [export])
+    run = plan({"checkpoints": [str(ckpt)], "data": str(tmp_path / "data"),
+                "store": str(tmp_path / "store"), "precisions": ["int8"],
+                "overrides": FAST}, "kill-run")
+    exported = export(run, run.checkpoints[0])
+    [job] = [j.to_dict() for j in jobs_of(run, [exported])]
+    settings = run.to_dict()
     (tmp_path / "settings.json").write_text(json.dumps(settings))
     (tmp_path / "job.json").write_text(json.dumps(job))
     marker = tmp_path / "marker"
@@ -207,7 +210,7 @@ def test_worker_killed_mid_conversion_retry_completes(tmp_path):
     time.sleep(3)  # inside TensorFlow's import or the converter
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
-    retry = stages.convert_stage(settings, job)   # the task's retry
+    retry = convert(run, job).to_dict()   # the task's retry
     store = open_store(settings["config"]["store_uri"])
     prefix = f"runs/kill-run/{job['ckpt_id']}/int8"
     assert store.list(prefix) == [f"{prefix}/conversion.json", f"{prefix}/model.tflite"]
@@ -223,7 +226,7 @@ def test_worker_killed_mid_conversion_retry_completes(tmp_path):
 # ------------------------------------------------------------------------------------------
 def test_corrupted_object_is_refused_by_name(tmp_path):
     from include.errors import StoreError
-    from include.store import ArtifactStore, fetch, make_version, pointer, publish
+    from include.store import ArtifactStore, fetch, make_version, pointer, publish_release as publish
 
     store = ArtifactStore(str(tmp_path / "store"))
     version = make_version(FP, T0)
@@ -284,7 +287,7 @@ def test_plan_reads_only_the_checkpoint_header(s3_server, s3_bucket, tmp_path):
     """plan needs checkpoint.json, not the weights: a remote checkpoint whose weights are not
     there yet plans fine (the export verifies them), and only the header is downloaded."""
     from include.data.synth import synthesize
-    from include.pipeline import stages
+    from include.pipeline.steps.plan import plan
     from s3server import s3_client
 
     ckpt = make_checkpoint(tmp_path / "ckpt", variant="edgetpu")
@@ -292,12 +295,12 @@ def test_plan_reads_only_the_checkpoint_header(s3_server, s3_bucket, tmp_path):
     client = s3_client(s3_server)
     client.put_object(Bucket=s3_bucket, Key="ckpts/e1/checkpoint.json",
                       Body=(ckpt / "checkpoint.json").read_bytes())
-    settings = stages.plan({"checkpoints": [f"s3://{s3_bucket}/ckpts/e1"],
-                            "data": str(tmp_path / "data"), "store": str(tmp_path / "store"),
-                            "overrides": FAST}, "plan-run")
-    [c] = settings["checkpoints"]
+    run = plan({"checkpoints": [f"s3://{s3_bucket}/ckpts/e1"],
+                "data": str(tmp_path / "data"), "store": str(tmp_path / "store"),
+                "overrides": FAST}, "plan-run")
+    [c] = run.to_dict()["checkpoints"]
     assert c["variant"] == "edgetpu" and c["fingerprint"]
-    assert settings["evaluation_data_fingerprint"].startswith("sha256:")
+    assert run.evaluation_data_fingerprint.startswith("sha256:")
 
 
 def test_calibration_downloads_only_the_images_it_uses(s3_server, s3_bucket, tmp_path):
@@ -365,7 +368,7 @@ def test_dag_tasks_carry_retries_timeouts_and_pool():
 def test_killed_edgetpu_task_stops_its_compiler(tmp_path, monkeypatch):
     """on_kill of the Edge TPU operator ends the compiler's whole process group."""
     from include.edgetpu import compiler
-    from operators.mobiledet import EdgeTPUCompileOperator
+    from operators.edgetpu import EdgeTPUCompileOperator
     from models import make_tflite
 
     pidfile = tmp_path / "pid"
@@ -383,7 +386,7 @@ def test_killed_edgetpu_task_stops_its_compiler(tmp_path, monkeypatch):
     while not pidfile.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     pid = int(pidfile.read_text())
-    EdgeTPUCompileOperator(task_id="edgetpu", settings={}, model={}).on_kill()
+    EdgeTPUCompileOperator(task_id="edgetpu", model="/m.tflite", output="/o").on_kill()
     worker.join(30)
     assert not worker.is_alive()
     assert done["result"].status in ("failed", "timeout")

@@ -140,7 +140,7 @@ def explain(dep, run: dict, dag_id: str = CONVERT) -> str:
 
 
 def report_of(s3, run_id: str) -> dict:
-    from include.pipeline.stages import safe_run_id
+    from include.pipeline.plan import safe_run_id
 
     key = f"releases/runs/{safe_run_id(run_id)}/report.json"
     return json.loads(s3.get_object(Bucket=BUCKET, Key=key)["Body"].read())

@@ -142,9 +142,9 @@ def test_edgetpu_mapping_rule_on_counts():
 def test_the_regate_reason_says_a_candidate_was_turned_down_for_the_edge_tpu_cut():
     """The DAG's rejection reason lists every candidate; one within the accuracy gate but cut
     on the Edge TPU must say so, or the reason reads as if a passing recipe was ignored."""
-    from include.pipeline.search_stage import _table
+    from include.pipeline.steps.search import candidates_text
 
-    text = _table({"candidates": [
+    text = candidates_text({"candidates": [
         {"candidate": "plain", "status": "fail", "drop": 0.442},
         {"candidate": "float-worst-2", "status": "fail", "drop": 0.006,
          "rejected_by": "edgetpu_mapping"},

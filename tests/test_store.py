@@ -23,7 +23,7 @@ from include.store import (
     materialize,
     open_store,
     pointer,
-    publish,
+    publish_release as publish,
     read_manifest,
     stage_dir,
 )

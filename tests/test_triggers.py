@@ -382,9 +382,9 @@ def test_without_notifications_the_poll_still_lists(tmp_path, monkeypatch, caplo
                 r.getMessage()]
     assert len(warnings) == 1 and "watch limit" in warnings[0], warnings
 
-    from include.pipeline import landing
+    from include.store.uri import StoreURI
     off = _trigger(str(store), notify=False)
-    assert off._folder_changes(landing.parse_store(str(store))) is None
+    assert off._folder_changes(StoreURI.parse(str(store))) is None
 
 
 def test_report_existing_false_and_known(writer):

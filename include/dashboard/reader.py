@@ -31,10 +31,11 @@ from typing import Any, Callable
 
 from include.dashboard.safety import NotFound, check_name, redact
 from include.errors import StoreError
+from include.store import layout
+from include.store.layout import RESERVED_TOP
 
 VARIANT_ORDER = ("cpu", "edgetpu", "dsp", "gpu")
 PRECISION_ORDER = ("float32", "dynamic", "float16", "int8", "uint8")
-RESERVED_TOP = ("runs", "claims", "latest")
 # Stage order of one run (reports may store stages as a JSON object, whose keys get sorted).
 STAGE_ORDER = ("plan", "claim", "export", "convert", "check", "evaluate", "validate",
                "benchmark", "edgetpu", "recipe_search", "gate", "publish", "report")
@@ -228,17 +229,9 @@ class StoreReader:
     # -- models, versions, pointers ---------------------------------------------------------
     def _children(self, prefix: str) -> list[tuple[str, bool]]:
         """(name, is_folder) of what lies directly under `prefix` ('' = the store's root)."""
-        try:
-            path = self.store.path(prefix)
-            found = [(p.name, p.is_dir()) for p in path.iterdir()]
-        except (FileNotFoundError, NotADirectoryError):
-            return []
-        except OSError as exc:
-            raise StoreError(f"cannot list {self.store.uri(prefix)}: {exc}",
-                             where=self.store.uri(prefix),
-                             fix="check that the store exists and is readable.") from exc
+        found = self.store.children(prefix)
         self.stats["lists"] += 1
-        return sorted((n, d) for n, d in found if n and not n.startswith("."))
+        return [(n, d) for n, d in found if not n.startswith(".")]
 
     def models(self) -> list[str]:
         """Models with at least one release: top-level folders holding a latest.json."""
@@ -251,7 +244,7 @@ class StoreReader:
                     check_name(name, "model")
                 except StoreError:
                     continue
-                if self.store.is_file(f"{name}/latest.json") or \
+                if self.store.is_file(layout.pointer_key(name)) or \
                         (self.default_model and name == self.default_model):
                     names.append(name)
             return names
@@ -282,20 +275,20 @@ class StoreReader:
         def read():
             self.stats["pointer_reads"] += 1
             out = {"model": None, "variants": {}, "pairs": {}}
-            if self.store.is_file(f"{model}/latest.json"):
-                out["model"] = self.store.read_json(f"{model}/latest.json")
-            for key in self.store.list(f"{model}/latest"):
-                parts = key.split("/")[2:]
-                if not key.endswith(".json"):
+            out["model"] = self.store.read_json_if_any(layout.pointer_key(model))
+            for key in self.store.list(layout.pointers_prefix(model)):
+                where = layout.parse_pointer_key(key)
+                if where is None or where[0] is None:
                     continue
                 try:
                     doc = self.store.read_json(key)
                 except StoreError:
                     continue
-                if len(parts) == 1:
-                    out["variants"][parts[0][:-5]] = doc
-                elif len(parts) == 2:
-                    out["pairs"][pair_name(parts[0], parts[1][:-5])] = doc
+                variant, precision = where
+                if precision is None:
+                    out["variants"][variant] = doc
+                else:
+                    out["pairs"][pair_name(variant, precision)] = doc
             return out
         return self._ttl(("pointers", model), self.pointer_ttl_s, read)
 
@@ -315,7 +308,7 @@ class StoreReader:
     def manifest(self, model: str, version: str) -> dict:
         check_name(model, "model")
         check_name(version, "version")
-        key = f"{model}/{version}/manifest.json"
+        key = layout.manifest_key(model, version)
         with self._lock:
             hit = self._immutable.get(key)
         if hit is not None:
@@ -448,7 +441,7 @@ class StoreReader:
             check_name(run_id, "run id")
         except StoreError:
             return None
-        return self._json_timed(f"runs/{run_id}/report.json")
+        return self._json_timed(layout.report_key(run_id))
 
     def _key(self, uri: str | None) -> str | None:
         """The store key of a URI the pipeline recorded, or None when it lies elsewhere."""
@@ -480,7 +473,7 @@ class StoreReader:
                         m.get("precision") == precision and \
                         (ckpt_id is None or m.get("ckpt_id") == ckpt_id):
                     ckpt_id = m.get("ckpt_id")
-                    folder = f"runs/{run_id}/{ckpt_id}/{precision}"
+                    folder = layout.model_prefix(run_id, ckpt_id, precision)
                     return m, folder
         if not ckpt_id and fp and isinstance(fp, str):
             short = re.sub(r"[^0-9a-z]", "", fp.lower().rpartition(":")[2])[:8]
@@ -491,7 +484,7 @@ class StoreReader:
                 check_name(str(ckpt_id), "checkpoint id")
             except StoreError:
                 return None, None
-            return None, f"runs/{run_id}/{ckpt_id}/{precision}"
+            return None, layout.model_prefix(run_id, ckpt_id, precision)
         return None, None
 
     def _doc(self, key: str | None, forever: bool) -> Any:
@@ -522,7 +515,7 @@ class StoreReader:
         cell = cell_of(entry, state)
         run_model, run_folder = self._run_entry(manifest, variant, precision)
         files = entry.get("files") or {}
-        version_prefix = f"{model}/{manifest.get('version')}"
+        version_prefix = layout.version_prefix(model, manifest.get("version"))
         folder = f"{version_prefix}/{entry['path']}" if state == "published" and \
             isinstance(entry.get("path"), str) else None
         if folder:
@@ -636,7 +629,7 @@ class StoreReader:
         return {"model": model, "models": self.models(), "version": version,
                 "published_at": manifest.get("published_at"),
                 "publisher": manifest.get("publisher"), "schema": manifest.get("schema"),
-                "manifest_key": f"{model}/{version}/manifest.json",
+                "manifest_key": layout.manifest_key(model, version),
                 "lineage": manifest.get("lineage") or {},
                 "latest": pointers["latest"] == version,
                 "entries": models, "versions": list(reversed(versions))}
@@ -705,7 +698,7 @@ class StoreReader:
     def run_ids(self) -> list[str]:
         def find():
             names = []
-            for name, is_dir in self._children("runs"):
+            for name, is_dir in self._children(layout.RUNS):
                 if is_dir:
                     try:
                         names.append(check_name(name, "run id"))
@@ -802,7 +795,7 @@ class StoreReader:
         report = self._report(run_id)
         if not summary["has_report"] and run_id not in self.run_ids():
             raise NotFound(f"run {run_id!r} has no folder in this store.",
-                           where=self.store.uri(f"runs/{run_id}"),
+                           where=self.store.uri(layout.run_prefix(run_id)),
                            fix="pick a run from the runs page.")
         models = []
         for m in (report or {}).get("models") or []:
@@ -829,7 +822,7 @@ class StoreReader:
 
     # -- files ------------------------------------------------------------------------------
     def file_roots(self) -> set[str]:
-        return {*self.models(), "runs"}
+        return {*self.models(), layout.RUNS}
 
     def file_bytes(self, key: str) -> bytes:
         from include.dashboard.safety import check_key

@@ -1,6 +1,6 @@
 """Synthetic releases for the dashboard's tests, benchmark and screenshots.
 
-Each release goes through the real `include.store.publish` (so manifests, publisher folders
+Each release goes through the real `include.store.publish_release` (so manifests, publisher folders
 and consumer pointers are exactly what the pipeline writes), with gate decisions made by the
 real `include.gates.evaluate_gates`. Model files are a few bytes: the dashboard reads sizes
 and metrics from the manifest, not from the models.
@@ -49,7 +49,7 @@ def make_releases(store, count: int, *, pairs=DEFAULT_PAIRS, model: str = "mobil
     """
     from include.config import PipelineConfig
     from include.gates import evaluate_gates
-    from include.store import make_version, open_store, publish
+    from include.store import make_version, open_store, publish_release
 
     store = open_store(store)
     config = PipelineConfig()
@@ -101,7 +101,7 @@ def make_releases(store, count: int, *, pairs=DEFAULT_PAIRS, model: str = "mobil
                            "sha256:" + "e" * 64, "code_version": "0.1.0",
                        "tensorflow_version": "2.21.0", "converter_version": "2.21.0",
                        "litert_version": "2.3.0"}
-            publish(store, model, version, artifacts, lineage, now=created + timedelta(hours=1),
+            publish_release(store, model, version, artifacts, lineage, now=created + timedelta(hours=1),
                     publisher=f"{run_prefix}_{i:04d}")
             versions.append(version)
     return versions

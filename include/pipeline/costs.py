@@ -1,8 +1,8 @@
 """What a task costs: wall time, CPU time and peak resident memory, split into its parts.
 
-Every stage of `include.pipeline.stages` measures itself with a :class:`Meter`::
+Every step of `include.pipeline.steps` measures itself with a :class:`Meter`::
 
-    with task_meter("check", settings, model) as meter:
+    with task_meter("check", run, model) as meter:
         with meter.part("download"):
             ...
         with meter.part("evaluation"):
@@ -49,7 +49,6 @@ from typing import Any, Iterator
 from include.procstat import status_kb
 
 SAMPLE_S = 0.02
-COSTS_DIR = "costs"
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
@@ -252,24 +251,25 @@ class Meter:
         p["wall_s"] -= moved
 
 
-def cost_key(run_id: str, stage: str, ckpt_id: str | None = None,
-             precision: str | None = None) -> str:
-    name = "-".join(x for x in (stage, ckpt_id, precision) if x)
-    return f"runs/{run_id}/{COSTS_DIR}/{name}.cost.json"
+def _label(item, key: str):
+    if item is None:
+        return None
+    return item.get(key) if isinstance(item, dict) else getattr(item, key, None)
 
 
 @contextlib.contextmanager
-def task_meter(stage: str, settings: dict | None, item: dict | None = None, *,
-               store=None, run_id: str | None = None) -> Iterator[Meter]:
-    """Measure a stage; on the way out (passed or failed) write its record to the store.
+def task_meter(stage: str, run=None, item=None, *, store=None,
+               run_id: str | None = None) -> Iterator[Meter]:
+    """Measure a step; on the way out (passed or failed) write its record to the store.
 
-    `settings`: the plan's output (names the store and the run); `item`: the checkpoint or
-    job the task works on (its ckpt_id, precision and name label the record). A store that
-    refuses the record never fails the task: the figures are lost, the work is not."""
-    item = item or {}
-    meter = Meter(stage, item.get("name") or item.get("ckpt_id") or stage,
-                  ckpt_id=item.get("ckpt_id"), precision=item.get("precision"),
-                  variant=item.get("variant"))
+    `run`: the run plan (`include.pipeline.plan.RunPlan`: names the store and the run); `item`:
+    the checkpoint or job the task works on (its ckpt_id, precision, variant and name label
+    the record). Where the store is known only later (the plan step), set `meter.store`. A
+    store that refuses the record never fails the task: the figures are lost, the work is not."""
+    meter = Meter(stage, _label(item, "name") or _label(item, "ckpt_id") or stage,
+                  ckpt_id=_label(item, "ckpt_id"), precision=_label(item, "precision"),
+                  variant=_label(item, "variant"))
+    meter.store = store
     meter.start()
     error = None
     try:
@@ -280,22 +280,26 @@ def task_meter(stage: str, settings: dict | None, item: dict | None = None, *,
     finally:
         record = meter.stop(error)
         try:
-            save(record, settings, store=store, run_id=run_id)
+            save(record, run, store=meter.store, run_id=run_id)
         except Exception:  # noqa: BLE001 - figures are best effort
             pass
 
 
-def save(record: dict, settings: dict | None, *, store=None, run_id: str | None = None) -> str | None:
-    run_id = run_id or (settings or {}).get("run_id")
-    if not run_id:
+def save(record: dict, run=None, *, store=None, run_id: str | None = None) -> str | None:
+    """Write a cost record to the run's store. `run`: the run plan, or its JSON."""
+    from include.store import layout, open_store
+
+    if isinstance(run, dict):   # the plan as JSON (a task that has not parsed it)
+        config = run.get("config") or {}
+        run_id = run_id or run.get("run_id")
+        if store is None and config.get("store_uri"):
+            store = open_store(config["store_uri"], conn_id=config.get("conn_id"))
+    elif run is not None:
+        run_id = run_id or run.run_id
+        store = store if store is not None else run.store
+    if not run_id or store is None:
         return None
-    if store is None:
-        from include.store import open_store
-        cfg = (settings or {}).get("config") or {}
-        if not cfg.get("store_uri"):
-            return None
-        store = open_store(cfg["store_uri"], conn_id=cfg.get("conn_id"))
-    key = cost_key(run_id, record["stage"], record.get("ckpt_id"), record.get("precision"))
+    key = layout.cost_key(run_id, record["stage"], record.get("ckpt_id"), record.get("precision"))
     return store.write_json(key, record)
 
 
@@ -307,7 +311,9 @@ STAGE_ORDER = ("plan", "export", "jobs", "convert", "check", "edgetpu", "gate", 
 
 def load(store, run_id: str) -> list[dict]:
     """Every cost record of a run, in pipeline order (stage, then checkpoint and precision)."""
-    prefix = f"runs/{run_id}/{COSTS_DIR}/"
+    from include.store import layout
+
+    prefix = layout.costs_prefix(run_id) + "/"
     records = []
     try:
         keys = [k for k in store.list(prefix) if k.endswith(".cost.json")]
@@ -355,3 +361,20 @@ def parts_total(records: list[dict]) -> dict[str, float]:
         for p in r.get("parts") or []:
             out[p["name"]] = round(out.get(p["name"], 0.0) + p["wall_s"], 3)
     return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
+class NoMeter:
+    """Stands in for a task meter where nobody records costs (an operator in a user's DAG)."""
+
+    parts: dict = {}
+    store = None
+
+    @contextlib.contextmanager
+    def part(self, name: str):
+        yield
+
+    def split(self, name: str, pieces: dict) -> None:
+        pass
+
+    def rename(self, name: str, new: str) -> None:
+        pass

@@ -74,7 +74,7 @@ def artifact_store(environ=None) -> str:
 
 def published_asset_of(model: str, variant: str, precision: str, environ=None) -> dict:
     """Name and URI of the asset `publish` emits for (model, variant, precision): the consumer
-    pointer's URI, as include.pipeline.stages.published_assets names it."""
+    pointer's URI, as include.pipeline.steps.publish.asset_of names it."""
     base = artifact_store(environ).rstrip("/")
     return {"name": f"mobiledet/{model}/{variant}/{precision}",
             "uri": f"{base}/{model}/latest/{variant}/{precision}.json"}

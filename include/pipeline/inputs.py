@@ -25,11 +25,9 @@ HEADER_FILES = ("checkpoint.json", "pipeline.config", "tflite_graph.pb", "export
 
 def local_path(uri: str) -> Path | None:
     """The local path of a plain path or file:// URI; None for a remote URI."""
-    if uri.startswith("file://"):
-        return Path(uri[len("file://"):])
-    if "://" not in uri:
-        return Path(uri)
-    return None
+    from include.store.uri import StoreURI, is_remote
+
+    return None if is_remote(uri) else Path(StoreURI.parse(uri).path)
 
 
 def _name(uri: str) -> str:
@@ -93,3 +91,51 @@ def dataset_copy(uri: str, workdir: str | Path, conn_id: str | None,
             remote.get_file(key, str(dest))
     root.mkdir(parents=True, exist_ok=True)
     return root
+
+
+# ------------------------------------------------------------------------------------------
+# which images a task reads of a COCO dataset
+# ------------------------------------------------------------------------------------------
+def coco_or_all(root: Path, pick):
+    """The images `pick()` names when `root` has COCO annotations, else None (every file)."""
+    if not (root / "annotations").is_dir() and not list(root.glob("instances_*.json")):
+        return None
+    return pick()
+
+
+def evaluated_images(root: Path, max_images: int | None) -> list:
+    """The images an evaluation reads: the evaluation split's first `max_images` (all)."""
+    from include.data.coco import open_dataset
+    from include.quality.evaluate import default_split
+
+    dataset = open_dataset(root, split=default_split(root))
+    ids = dataset.image_ids[:max_images] if max_images else dataset.image_ids
+    return [dataset.image_path(i) for i in ids]
+
+
+def check_images(root: Path, max_images: int | None, decoded: bool = False) -> list:
+    """The images a check reads: the evaluated ones (unless the run decoded them once
+    already), the contract's sample, the pictures'."""
+    from include.convert.calibration import calibration_files
+    from include.dashboard.pictures import COUNT as PICTURES
+    from include.data.coco import open_dataset
+    from include.quality.evaluate import default_split
+    from include.quality.validate import DEFAULT_IMAGES
+
+    dataset = open_dataset(root, split=default_split(root))
+    if decoded:
+        ids = dataset.image_ids[:PICTURES]
+    else:
+        ids = dataset.image_ids[:max(max_images, PICTURES)] if max_images else dataset.image_ids
+    return [dataset.image_path(i) for i in ids] + calibration_files(root, DEFAULT_IMAGES)
+
+
+def images_of(max_images: int | None, *, annotations_only: bool = False,
+              evaluated_only: bool = False, decoded: bool = False):
+    """The `images` argument of :func:`dataset_copy` for a task that reads the annotations
+    only, the evaluated images, or what a check reads."""
+    if annotations_only:
+        return lambda root: []
+    if evaluated_only:
+        return lambda root: coco_or_all(root, lambda: evaluated_images(root, max_images))
+    return lambda root: coco_or_all(root, lambda: check_images(root, max_images, decoded))

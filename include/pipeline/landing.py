@@ -26,13 +26,14 @@ in the same folder (a new checkpoint.json, a new _SUCCESS) is a new landing.
 """
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import os
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Iterable
 
 from include.errors import CheckpointError, StoreError
+from include.store.store import Entry
+from include.store.uri import StoreURI
 
 CHECKPOINT_MARKER = "checkpoint.json"
 TFOD_MARKER = "_SUCCESS"
@@ -40,15 +41,6 @@ TFOD_FILES = ("pipeline.config", "tflite_graph.pb")
 KINDS = ("checkpoint", "tfod")
 METADATA_KEYS = ("variant", "qat", "num_classes", "input_size", "depth_multiplier",
                  "fingerprint", "created")
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One file of a listing: key relative to the store root, version tag, modification time."""
-    key: str
-    tag: str = ""                 # S3 ETag (quotes stripped) or local mtime (ISO, microseconds)
-    modified: str | None = None   # ISO-8601 UTC, e.g. "2026-01-01T12:00:00.123456Z"
-    size: int | None = None
 
 
 @dataclass(frozen=True)
@@ -120,62 +112,11 @@ def pending_bundles(listing: Iterable) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------
-# store locations
+# listing a checkpoint store
 # ------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class StoreLocation:
-    """A checkpoint store: ("file", "/abs/root", "") or ("s3", bucket, "prefix")."""
-    scheme: str
-    root: str                     # local: absolute folder; s3: the bucket
-    prefix: str = ""              # s3 only: key prefix without slashes at either end
-
-    @property
-    def uri(self) -> str:
-        if self.scheme == "file":
-            return "file://" + self.root
-        return f"s3://{self.root}/{self.prefix}" if self.prefix else f"s3://{self.root}"
-
-    def uri_of(self, key: str) -> str:
-        key = key.strip("/")
-        return f"{self.uri.rstrip('/')}/{key}" if key else self.uri
-
-    def s3_key(self, key: str) -> str:
-        key = key.strip("/")
-        return f"{self.prefix}/{key}" if self.prefix and key else (key or self.prefix)
-
-    def local_path(self, key: str) -> str:
-        key = key.strip("/")
-        return os.path.join(self.root, *key.split("/")) if key else self.root
-
-
-def parse_store(store_uri: str) -> StoreLocation:
-    """A store URI or local path -> StoreLocation (StoreError naming the setting when bad)."""
-    from include.store.store import _split_uri
-
-    scheme, rest = _split_uri(store_uri)
-    if scheme == "file":
-        return StoreLocation("file", rest.rstrip("/") or "/")
-    bucket, _, prefix = rest.partition("/")
-    return StoreLocation("s3", bucket, prefix.strip("/"))
-
-
-def _iso(ts: float | _dt.datetime) -> str:
-    if not isinstance(ts, _dt.datetime):
-        ts = _dt.datetime.fromtimestamp(ts, tz=_dt.timezone.utc)
-    elif ts.tzinfo is None:
-        ts = ts.replace(tzinfo=_dt.timezone.utc)
-    return ts.astimezone(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-# ------------------------------------------------------------------------------------------
-# listings
-# ------------------------------------------------------------------------------------------
-def list_local(root: str) -> list[Entry]:
-    """Every file under a local folder (hidden names skipped), with mtimes as tags.
-
-    Raises StoreError when the folder does not exist, is not a folder or cannot be read.
-    """
-    uri = "file://" + root
+def check_local_store(where: StoreURI) -> None:
+    """A local checkpoint store must be a readable folder: StoreError naming the fix."""
+    root, uri = where.path, where.uri
     if not os.path.exists(root):
         raise StoreError("the checkpoint store folder does not exist.", where=uri,
                          fix=f"create it (mkdir -p {root}) or point the store setting "
@@ -189,102 +130,6 @@ def list_local(root: str) -> list[Entry]:
         raise StoreError("the checkpoint store folder cannot be read (permission denied).",
                          where=uri, fix="make it readable by the user running the Airflow "
                                         "triggerer and workers.")
-    entries = []
-    for dirpath, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        rel_dir = os.path.relpath(dirpath, root).replace(os.sep, "/")
-        for name in sorted(files):
-            if name.startswith("."):
-                continue
-            try:
-                st = os.stat(os.path.join(dirpath, name))
-            except OSError:      # renamed or removed since the walk saw it
-                continue
-            key = name if rel_dir == "." else f"{rel_dir}/{name}"
-            stamp = _iso(st.st_mtime)
-            entries.append(Entry(key, stamp, stamp, st.st_size))
-    return entries
-
-
-def entries_from_s3(contents: Iterable[dict], prefix: str) -> list[Entry]:
-    """list_objects_v2 'Contents' rows -> Entries with keys relative to `prefix`."""
-    prefix = prefix.strip("/")
-    cut = len(prefix) + 1 if prefix else 0
-    entries = []
-    for row in contents:
-        key = row["Key"]
-        if prefix and not key.startswith(prefix + "/"):
-            continue
-        rel = key[cut:]
-        if not rel or rel.endswith("/"):
-            continue
-        modified = row.get("LastModified")
-        entries.append(Entry(rel, str(row.get("ETag") or "").strip('"'),
-                             _iso(modified) if modified is not None else None, row.get("Size")))
-    return entries
-
-
-async def list_s3_async(client, loc: StoreLocation) -> list[Entry]:
-    """Every object under the store's prefix, through an aiobotocore S3 client."""
-    params: dict[str, Any] = {"Bucket": loc.root}
-    if loc.prefix:
-        params["Prefix"] = loc.prefix + "/"
-    rows: list[dict] = []
-    async for page in client.get_paginator("list_objects_v2").paginate(**params):
-        rows.extend(page.get("Contents", []))
-    return entries_from_s3(rows, loc.prefix)
-
-
-def list_s3(client, loc: StoreLocation) -> list[Entry]:
-    """The same through a (sync) boto3 S3 client."""
-    params: dict[str, Any] = {"Bucket": loc.root}
-    if loc.prefix:
-        params["Prefix"] = loc.prefix + "/"
-    rows: list[dict] = []
-    for page in client.get_paginator("list_objects_v2").paginate(**params):
-        rows.extend(page.get("Contents", []))
-    return entries_from_s3(rows, loc.prefix)
-
-
-def s3_error(exc: BaseException, uri: str, conn_id: str | None) -> StoreError:
-    """A botocore/aiobotocore error on the store -> StoreError naming the problem and the fix."""
-    from include.store.store import _conn_hint
-
-    env = "AIRFLOW_CONN_" + (conn_id or "aws_default").upper()
-    code = ""
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict):
-        code = str(response.get("Error", {}).get("Code", ""))
-    name = type(exc).__name__
-    if code in ("NoSuchBucket",):
-        return StoreError(f"the bucket does not exist ({code}).", where=uri,
-                          fix="create the bucket, or correct the bucket name in the store "
-                              f"setting; if it exists, check endpoint_url and region_name in "
-                              f"the extra of the Airflow connection {conn_id!r} ({env}).")
-    if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken",
-                "TokenRefreshRequired", "InvalidClientTokenId", "UnrecognizedClientException"):
-        return StoreError(f"S3 refused the credentials ({code}).", where=uri,
-                          fix=f"set a valid access key and secret in the Airflow connection "
-                              f"{conn_id!r} (login/password, or {env}).")
-    if code in ("AccessDenied", "403", "AllAccessDisabled"):
-        return StoreError(f"access denied ({code}).", where=uri,
-                          fix=f"give the credentials of connection {conn_id!r} s3:ListBucket and "
-                              "s3:GetObject on the bucket and prefix.")
-    if name in ("NoCredentialsError", "PartialCredentialsError"):
-        return StoreError(f"no AWS credentials were found ({name}).", where=uri,
-                          fix=_conn_hint(conn_id) + ".")
-    if name in ("EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError",
-                "ConnectionClosedError", "ClientConnectorError"):
-        return StoreError(f"the S3 endpoint cannot be reached ({name}: {exc}).", where=uri,
-                          fix=f"check endpoint_url in the extra of the Airflow connection "
-                              f"{conn_id!r} ({env}), and that the S3 server is up and reachable "
-                              "from this machine.")
-    if name == "AirflowNotFoundException":
-        return StoreError(f"the Airflow connection {conn_id!r} is not defined.", where=uri,
-                          fix=f"define it (environment variable {env}, or `airflow connections "
-                              "add`), or pass conn_id=None to use boto3's default credentials.")
-    return StoreError(f"cannot list the store: {name}: {exc}", where=uri,
-                      fix=_conn_hint(conn_id) + ".")
 
 
 # ------------------------------------------------------------------------------------------
@@ -329,11 +174,11 @@ def tfod_metadata(text: str, modified: str | None = None) -> dict:
         return {}
 
 
-def event_payload(loc: StoreLocation, landed: Landed, metadata: dict) -> dict:
+def event_payload(where: StoreURI, landed: Landed, metadata: dict) -> dict:
     """The TriggerEvent payload for one landed checkpoint (JSON-safe)."""
-    return {"checkpoint_uri": loc.uri_of(landed.key),
+    return {"checkpoint_uri": where.join(landed.key).uri,
             "kind": landed.kind,
-            "marker": loc.uri_of(landed.marker),
+            "marker": where.join(landed.marker).uri,
             "marker_etag_or_mtime": landed.marker_tag,
             "metadata": dict(metadata)}
 

@@ -35,6 +35,7 @@ from typing import Any
 
 from include.errors import CheckpointError, ConfigError
 from include.pipeline import landing
+from include.store.transfer import local_copy
 
 log = logging.getLogger(__name__)
 
@@ -146,24 +147,10 @@ def settings_from_env(env=None) -> dict:
 # ------------------------------------------------------------------------------------------
 # the store
 # ------------------------------------------------------------------------------------------
-def _listing(store) -> list[landing.Entry]:
-    """Every file of the store with its modification time (local folder or S3)."""
-    if store.local:
-        loc = landing.parse_store(store.base_uri)
-        return landing.list_local(loc.root)
-    root = store._fs_path("")
-    with store._errors("list", ""):
-        store.fs.invalidate_cache(root)
-        found = store.fs.find(root, detail=True) if store.fs.exists(root) else {}
-    rows = [{"Key": path, "ETag": info.get("ETag"), "LastModified": info.get("LastModified"),
-             "Size": info.get("size")} for path, info in found.items()]
-    return landing.entries_from_s3(rows, root)
-
-
 def store_checkpoints(store) -> list[dict]:
     """Every landed mobiledet checkpoint of the store: {key, uri, meta, modified}."""
     out = []
-    for item in landing.landed_checkpoints(_listing(store)):
+    for item in landing.landed_checkpoints(store.list_entries("")):
         if item.kind != "checkpoint":
             continue     # TFOD bundles hold frozen graphs, nothing to fine-tune
         try:
@@ -256,15 +243,6 @@ def _scores(ckpt_dir, data_dir, split, max_images) -> dict:
 # ------------------------------------------------------------------------------------------
 # the stage
 # ------------------------------------------------------------------------------------------
-def _local_copy(uri: str, workdir: Path, conn_id) -> Path:
-    if "://" not in uri:
-        return Path(uri)
-    if uri.startswith("file://"):
-        return Path(uri[len("file://"):])
-    from include.store import materialize
-    return Path(materialize(uri, str(workdir), conn_id=conn_id))
-
-
 def retrain(store_uri: str, data: str, variants, *, steps: int = DEFAULTS["steps"],
             qat_steps: int = DEFAULTS["qat_steps"], budget_s: float = DEFAULTS["budget_s"],
             batch: int = DEFAULTS["batch"], optimizer: str = DEFAULTS["optimizer"],
@@ -303,7 +281,7 @@ def retrain(store_uri: str, data: str, variants, *, steps: int = DEFAULTS["steps
     existing = store_checkpoints(store)
     with tempfile.TemporaryDirectory(prefix="mobiledet-retrain-") as tmp:
         work = Path(tmp)
-        data_dir = _local_copy(data, work / "data", conn_id)
+        data_dir = local_copy(data, work / "data", conn_id)
         from include.mobiledet.train import open_split
         open_split(data_dir, "train")        # a missing split fails before any training
         open_split(data_dir, eval_split)
@@ -375,7 +353,7 @@ def _retrain_variant(store, existing, parent, variant, data_dir, work, stamp, *,
 
     deadline = time.monotonic() + budget_s
     vwork = work / variant
-    parent_dir = _local_copy(parent["uri"], vwork / "parent", conn_id)
+    parent_dir = local_copy(parent["uri"], vwork / "parent", conn_id)
     cache: dict[str, dict] = {}
 
     def scores_of(ckpt_dir, meta):
@@ -409,7 +387,7 @@ def _retrain_variant(store, existing, parent, variant, data_dir, work, stamp, *,
         return rows
     previous_qat = newest_checkpoint(existing, variant, qat=True)
     if previous_qat is not None:
-        base_dir = _local_copy(previous_qat["uri"], vwork / "previous-qat", conn_id)
+        base_dir = local_copy(previous_qat["uri"], vwork / "previous-qat", conn_id)
         base, base_dir_scores, role = previous_qat, scores_of(base_dir, previous_qat["meta"]), \
             "previous QAT checkpoint"
     else:

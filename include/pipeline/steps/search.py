@@ -1,20 +1,24 @@
 """The recipe search in a run: for an int8 model that failed the accuracy gate, try other
-recipes (include/convert/search.py) and, when one passes, gate and publish it instead.
+recipes (`include.convert.search`) and, when one passes, gate and publish it instead.
 
 gate -> search_jobs -> search (one mapped task per failed int8 model) -> publish
 
-Each search task also decides its model (`decide_search`): the chosen candidate goes through
-the same check, Edge TPU and gate stages as any model, in that task, in parallel with the other
-searches, and a search that found nothing keeps the rejection with every candidate tried in
-its reason. The publish task then only merges (`regate_stage`): a failure never turns into a
-silent pass, and a search task that did not finish leaves its model rejected, saying so. The
-search table goes into the model's entry (`search`), hence into the manifest's decisions and
-the run report.
+Each search task also decides its model (:func:`decide`): the chosen candidate goes through the
+same check, Edge TPU and gate steps as any model, in that task, in parallel with the other
+searches, and a search that found nothing keeps the rejection with every candidate tried in its
+reason. The publish task then only merges (:func:`merge`): a failure never turns into a silent
+pass, and a search task that did not finish leaves its model rejected, saying so. The search
+table goes into the model's entry (`search`), hence into the manifest's decisions and the run
+report.
 """
 from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+
+from include.pipeline.plan import ConvertedModel, Job, RunPlan
+from include.pipeline.steps.plan import as_job
+from include.store import layout
 
 SEARCH_PRECISIONS = ("int8",)          # post-training int8 of a float graph (not QAT uint8)
 ACCURACY_CHECKS = ("map_drop", "min_map")
@@ -22,10 +26,11 @@ TABLE_KEYS = ("candidate", "status", "verdict", "drop", "metric", "size_bytes", 
               "edgetpu", "float_layers", "rejected_by")
 
 
-def search_jobs(settings: dict, decided: list[dict]) -> list[dict]:
+def search_jobs(run: RunPlan, decided: list[dict]) -> list[Job]:
     """The models a search may save: int8, decided (no task failed), rejected by an accuracy
     check; none when `search_budget` is 0."""
-    if int(settings["config"].get("search_budget", 0) or 0) < 1:
+    run = RunPlan.of(run)
+    if run.config.search_budget < 1:
         return []
     jobs = []
     for d in decided or []:
@@ -33,38 +38,37 @@ def search_jobs(settings: dict, decided: list[dict]) -> list[dict]:
             continue
         failed = {c["name"] for c in d["decision"].get("checks", []) if not c["passed"]}
         if failed & set(ACCURACY_CHECKS):
-            jobs.append({k: d[k] for k in ("name", "ckpt_id", "variant", "qat", "precision",
-                                           "export_uri")})
+            jobs.append(as_job(d))
     return jobs
 
 
-def search_stage(settings: dict, job: dict, decided: list[dict] | None = None) -> dict:
+def search(run: RunPlan, job: Job, decided: list[dict] | None = None) -> dict:
     """Run the recipe search for one job; returns {job, search: summary, model: a converted
-    model like convert_stage's output, or None when no candidate passed}, and with the run's
-    gate decisions `decided` also {decision: the model's final entry (`decide_search`)}."""
-    found = _search(settings, job)
+    model like the convert step's, or None when no candidate passed}, and with the run's gate
+    decisions `decided` also {decision: the model's final entry (:func:`decide`)}."""
+    run, job = RunPlan.of(run), as_job(job)
+    found = _search(run, job)
     if decided is not None:
-        found["decision"] = decide_search(settings, decided, found)
+        found["decision"] = decide(run, decided, found)
     return found
 
 
-def _search(settings: dict, job: dict) -> dict:
-    from include.config import PipelineConfig
+def _search(run: RunPlan, job: Job) -> dict:
     from include.convert.search import search_int8
     from include.pipeline.inputs import dataset_copy
-    from include.pipeline.stages import _local, _prefix, _store
-    from include.store import fetch, sha256_file
+    from include.store.transfer import fetch, local_copy
+    from include.store import sha256_file
 
-    config = PipelineConfig.from_dict(settings["config"])
-    store = _store(settings)
-    conn = config.conn_id
-    prefix = _prefix(settings, job["ckpt_id"])
-    key = f"{prefix}/{job['precision']}-search"
+    config = run.config
+    store = run.store
+    conn = run.conn_id
+    key = layout.model_prefix(run.run_id, job.ckpt_id, job.precision, search=True)
+    reference_key = layout.model_prefix(run.run_id, job.ckpt_id, "float32")
     with tempfile.TemporaryDirectory(prefix="mobiledet-search-") as tmp:
-        export = _local(job["export_uri"], tmp, conn)
-        calibration = dataset_copy(settings["calibration"], Path(tmp) / "calibration", conn)
-        data = dataset_copy(settings["data"], Path(tmp) / "data", conn)
-        reference = fetch(store.uri(f"{prefix}/float32/model.tflite"),
+        export = local_copy(job.export_uri, tmp, conn)
+        calibration = dataset_copy(run.calibration, Path(tmp) / "calibration", conn)
+        data = dataset_copy(run.data, Path(tmp) / "data", conn)
+        reference = fetch(store.uri(f"{reference_key}/model.tflite"),
                           str(Path(tmp) / "reference" / "model.tflite"), conn_id=conn)
         out = Path(tmp) / "out" / "model.tflite"
         result = search_int8(export, calibration, data, reference, out,
@@ -83,16 +87,19 @@ def _search(settings: dict, job: dict) -> dict:
         model = None
         if result["passed"] and out.is_file():
             # `key`: the checks of the chosen model write beside it, not over the rejected one
-            model = {**job, "key": key,
-                     "model_uri": store.put_file(str(out), f"{key}/model.tflite"),
-                     "conversion_uri": store.put_file(str(out.parent / "conversion.json"),
-                                                      f"{key}/conversion.json"),
-                     "size_bytes": out.stat().st_size, "sha256": sha256_file(out),
-                     "warnings": [], "recipe": result.get("chosen")}
-    return {"job": job, "search": summary, "model": model}
+            model = ConvertedModel(
+                **job.model_dump(exclude={"key"}), key=key,
+                model_uri=store.put_file(str(out), f"{key}/model.tflite"),
+                conversion_uri=store.put_file(str(out.parent / "conversion.json"),
+                                              f"{key}/conversion.json"),
+                size_bytes=out.stat().st_size, sha256=sha256_file(out), warnings=[],
+                recipe=result.get("chosen")).to_dict()
+    return {"job": job.to_dict(), "search": summary, "model": model}
 
 
-def _table(summary: dict) -> str:
+def candidates_text(summary: dict) -> str:
+    """The candidates a search tried, one phrase each (the reason of a search that found
+    nothing)."""
     def row(r):
         text = f"{r['candidate']}: {r['status']}"
         if isinstance(r.get("drop"), (int, float)):
@@ -105,11 +112,15 @@ def _table(summary: dict) -> str:
     return ", ".join(row(r) for r in summary.get("candidates", [])) or "no candidate"
 
 
-def decide_search(settings: dict, decided: list[dict], found: dict) -> dict:
+def decide(run: RunPlan, decided: list[dict], found: dict) -> dict:
     """The final decision entry of one searched model: the search's choice checked, analysed
     for the Edge TPU and gated like any model (against the run's float32 reference), or the
     rejection kept with the candidates tried."""
-    from include.pipeline.stages import check_stage, edgetpu_stage, gate_stage
+    run = RunPlan.of(run)
+    from include.pipeline.steps.check import check
+    from include.pipeline.steps.edgetpu import edgetpu
+    from include.pipeline.steps.gate import gate
+    from include.pipeline.steps.plan import as_model
 
     job = found["job"]
     [d] = [x for x in decided if (x["ckpt_id"], x["precision"]) ==
@@ -117,13 +128,13 @@ def decide_search(settings: dict, decided: list[dict], found: dict) -> dict:
     summary = found["search"]
     if found["model"] is None:
         return _with_reason(d, summary, "recipe search: no candidate passed ("
-                                        f"{_table(summary)})")
-    model = found["model"]
-    check = check_stage(settings, model)
-    tpu = edgetpu_stage(settings, model)
+                                        f"{candidates_text(summary)})")
+    model = as_model(found["model"])
+    checked = check(run, model)
+    tpu = edgetpu(run, model)
     reference = [x for x in decided if x["ckpt_id"] == d["ckpt_id"]
                  and x["precision"] == "float32"]
-    [new] = gate_stage(settings, [model], [check, *reference], [tpu])
+    [new] = gate(run, [model], [checked, *reference], [tpu])
     new = {**new, "search": summary}
     if not new["passed"]:
         new = _with_reason(new, summary, f"recipe search chose {summary.get('chosen')!r}, "
@@ -131,12 +142,13 @@ def decide_search(settings: dict, decided: list[dict], found: dict) -> dict:
     return new
 
 
-def regate_stage(settings: dict, decided: list[dict], searched: list[dict]) -> list[dict]:
+def merge(run: RunPlan, decided: list[dict], searched: list[dict]) -> list[dict]:
     """The run's final decisions: each searched model replaced by its search's decision (the
-    search task's `decision`, else `decide_search` here), rejected with "did not finish" where
+    search task's `decision`, else :func:`decide` here), rejected with "did not finish" where
     its search task left no result."""
+    run = RunPlan.of(run)
     by_job = {(s["job"]["ckpt_id"], s["job"]["precision"]): s for s in searched or [] if s}
-    wanted = {(j["ckpt_id"], j["precision"]) for j in search_jobs(settings, decided)}
+    wanted = {(j.ckpt_id, j.precision) for j in search_jobs(run, decided)}
     out = []
     for d in decided:
         key = (d["ckpt_id"], d["precision"])
@@ -148,7 +160,7 @@ def regate_stage(settings: dict, decided: list[dict], searched: list[dict]) -> l
             out.append(_with_reason(d, None, "the recipe search did not finish (see the search "
                                              "task's log)"))
             continue
-        out.append(found.get("decision") or decide_search(settings, decided, found))
+        out.append(found.get("decision") or decide(run, decided, found))
     return out
 
 

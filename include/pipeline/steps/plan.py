@@ -1,0 +1,240 @@
+"""The plan step: run params -> a typed RunPlan (one Checkpoint entry per checkpoint), and the
+jobs the model tasks fan out over.
+
+Only headers are read: `checkpoint.json` (or a bundle's `pipeline.config` and graph), never
+weights; the evaluation dataset's annotation file (its sha256 is the dataset's fingerprint),
+never images. Runs started by the landing watcher claim each checkpoint, so a landing reported
+twice is converted once.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import tempfile
+from pathlib import Path
+
+from include.errors import CheckpointError, ConfigError, DataError
+from include.pipeline.costs import task_meter
+from include.pipeline.plan import Checkpoint, ConvertedModel, Job, RunPlan, job_name, safe_run_id
+from include.store import layout
+
+
+def load_run_config(conf: dict):
+    """The typed config for a run: config file (conf['config']) < env < run params."""
+    from include.config import load_config
+
+    overrides = {k: v for k, v in (conf.get("overrides") or {}).items() if v is not None}
+    if conf.get("store"):
+        overrides["store_uri"] = conf["store"]
+    if conf.get("model_name"):
+        overrides["model_name"] = conf["model_name"]
+    return load_config(conf.get("config") or None, overrides=overrides)
+
+
+def describe_source(path: Path) -> dict:
+    """What a checkpoint folder, export folder or TFOD bundle holds (variant, QAT, fingerprint)."""
+    if (path / "checkpoint.json").is_file() or (path / "weights.h5").is_file():
+        from include.mobiledet.checkpoint import read_checkpoint_meta
+        meta = read_checkpoint_meta(path)
+        return {"kind": "checkpoint", "variant": meta["variant"], "qat": bool(meta["qat"]),
+                "fingerprint": meta.get("fingerprint"), "created": meta.get("created"),
+                "spec": {k: meta[k] for k in ("variant", "num_classes", "input_size",
+                                              "depth_multiplier")},
+                "data_fingerprint": meta.get("data_fingerprint")}
+    if (path / "tflite_graph.pb").is_file():
+        from include.convert.source import open_graph
+        src = open_graph(path)
+        return {"kind": src.kind, "variant": src.spec.variant, "qat": bool(src.qat),
+                "fingerprint": src.fingerprint, "created": None, "spec": src.spec.to_dict(),
+                "data_fingerprint": None}
+    raise CheckpointError(
+        "not a checkpoint (checkpoint.json + weights.h5), export folder or TFOD bundle "
+        "(pipeline.config + tflite_graph.pb).", where=str(path),
+        fix="pass a folder written by `mobiledet train` or `mobiledet export`, or a TFOD bundle.")
+
+
+def plan(conf: dict, run_id: str) -> RunPlan:
+    """Run params -> the run plan shared by every task, one entry per checkpoint."""
+    from include.store import open_store
+
+    rid = safe_run_id(run_id)
+    with task_meter("plan", None, run_id=rid) as meter:
+        with meter.part("config"):
+            config = load_run_config(conf)
+            # the cost record goes to the run's store, known once the config is
+            meter.store = open_store(config.store_uri, conn_id=config.conn_id)
+        return _plan(conf, rid, config, meter)
+
+
+def _plan(conf: dict, rid: str, config, meter) -> RunPlan:
+    from include.config import check_precisions
+    from include.pipeline.inputs import checkpoint_header
+
+    checkpoints = conf.get("checkpoints") or []
+    if isinstance(checkpoints, str):
+        checkpoints = [checkpoints]
+    if not checkpoints:
+        raise ConfigError("no checkpoints given.", where="params.checkpoints",
+                          fix="trigger the DAG with conf {\"checkpoints\": [\"/path/or/s3://uri\"]}.")
+    if not conf.get("data"):
+        raise ConfigError("no evaluation dataset given.", where="params.data",
+                          fix="pass a COCO-format dataset folder (annotations/instances_*.json + "
+                              "images) or its store URI as `data`.")
+    variants = conf.get("variants") or None
+    precisions = conf.get("precisions") or None
+    entries, warnings, claimed = [], [], []
+    with tempfile.TemporaryDirectory(prefix="mobiledet-plan-") as tmp:
+        with meter.part("download"):  # the annotation file only, never the images
+            data_fp = evaluation_data_fingerprint(conf["data"], tmp, config.conn_id)
+        for i, uri in enumerate(checkpoints):
+            with meter.part("download"):  # checkpoint.json (or the bundle's header), no weights
+                info = describe_source(checkpoint_header(uri, Path(tmp) / f"ckpt-{i}",
+                                                         config.conn_id))
+            if variants and info["variant"] not in variants:
+                warnings.append(f"{uri}: variant {info['variant']} not in {variants}; skipped.")
+                continue
+            if precisions:
+                warnings += check_precisions(info["variant"], info["qat"], list(precisions),
+                                             where=f"params.precisions for {uri}")
+                chosen = list(precisions)
+            else:
+                chosen, warn = config.plan_precisions(info["variant"], info["qat"])
+                warnings += warn
+            fp = info["fingerprint"] or "unknown"
+            ckpt_id = f"{info['variant']}-{'qat' if info['qat'] else 'float'}-{fp[:8]}"
+            if conf.get("claim"):
+                with meter.part("claim"):
+                    holder = claim_checkpoint(config, fp, uri, rid)
+                if holder != rid:
+                    claimed.append({"uri": uri, "fingerprint": fp, "claimed_by": holder})
+                    warnings.append(f"{uri}: already claimed by run {holder}; not converted "
+                                    "again.")
+                    continue
+            entries.append(Checkpoint(**info, uri=uri, ckpt_id=ckpt_id, precisions=chosen))
+    ids = [e.ckpt_id for e in entries]
+    if len(set(ids)) != len(ids):
+        raise ConfigError("the same checkpoint is listed twice.", where="params.checkpoints",
+                          fix="list each checkpoint once.")
+    return RunPlan(run_id=rid, config=config, data=conf["data"],
+                   calibration=conf.get("calibration") or conf["data"],
+                   evaluation_data_fingerprint=data_fp, checkpoints=entries, warnings=warnings,
+                   already_claimed=claimed)
+
+
+def claim_checkpoint(config, fingerprint: str, uri: str, run_id: str) -> str:
+    """Take the durable claim on converting this checkpoint; returns the run that holds it.
+
+    One conditional create (O_EXCL locally, S3 IfNoneMatch) per checkpoint fingerprint: when
+    a landing is reported twice (the trigger fires again, the triggerer restarts, two
+    triggerers run), exactly one run converts it. A retry of the claiming run finds its own
+    claim and goes on. The claim outlives a failed run: `mobiledet run` converts the checkpoint
+    again by hand (it takes no claim), or delete claims/MODEL/FINGERPRINT.json to let the next
+    landing event do it.
+    """
+    from include.store import open_store
+
+    store = open_store(config.store_uri, conn_id=config.conn_id)
+    key = layout.claim_key(config.model_name, fingerprint)
+    doc = {"run_id": run_id, "checkpoint_uri": uri, "fingerprint": fingerprint,
+           "claimed_at": _dt.datetime.now(_dt.timezone.utc).isoformat()}
+    if store.create_json(key, doc):
+        return run_id
+    return str(store.read_json(key).get("run_id"))
+
+
+def checkpoints_from_events(triggering_asset_events) -> list[str]:
+    """Checkpoint URIs from the asset events that started a run, in event order, each once.
+
+    Two sources: the landing watcher's payload (``extra["payload"]["checkpoint_uri"]``), and
+    S3 event notifications delivered through SQS by ``MessageQueueTrigger(scheme="sqs")``
+    (``extra["payload"]["message_batch"]``: each message's Body is an S3 event whose records
+    name ``s3://bucket/.../checkpoint.json``; the checkpoint is that key's folder).
+    """
+    found = []
+    for events in (triggering_asset_events or {}).values():
+        for event in events:
+            payload = (getattr(event, "extra", None) or {}).get("payload") or {}
+            uris = [payload.get("checkpoint_uri")] + s3_notification_checkpoints(payload)
+            for uri in uris:
+                if uri and uri not in found:
+                    found.append(uri)
+    return found
+
+
+def s3_notification_checkpoints(payload: dict) -> list[str]:
+    """Checkpoint folders named by the S3 event notifications in an SQS message batch."""
+    from urllib.parse import unquote_plus
+
+    out = []
+    for message in payload.get("message_batch") or []:
+        try:
+            body = json.loads(message.get("Body") or "{}")
+        except (TypeError, ValueError, AttributeError):
+            continue
+        for record in body.get("Records") or [] if isinstance(body, dict) else []:
+            s3 = record.get("s3") or {}
+            bucket = (s3.get("bucket") or {}).get("name")
+            key = unquote_plus((s3.get("object") or {}).get("key") or "")
+            if bucket and key.endswith("/checkpoint.json"):
+                out.append(f"s3://{bucket}/{key.rpartition('/')[0]}")
+    return out
+
+
+def evaluation_data_fingerprint(uri: str, workdir: str, conn_id: str | None) -> str:
+    """sha256 of the evaluation split's annotation file: two releases are comparable only when
+    measured on the same images and labels. Reads the annotation file only, never images."""
+    from include.data.coco import open_dataset
+    from include.pipeline.inputs import dataset_copy
+    from include.quality.evaluate import default_split
+
+    root = dataset_copy(uri, Path(workdir) / "data", conn_id, images=lambda r: [])
+    dataset = open_dataset(root, split=default_split(root))
+    if len(dataset) == 0:  # fail in seconds, not after every conversion
+        raise DataError("the evaluation dataset has 0 images, so no model could be evaluated.",
+                        where=str(uri) + f" ({Path(dataset.annotation_file).name})",
+                        fix="point `data` at a COCO split with images (annotations/instances_"
+                            "val.json lists them in 'images').")
+    digest = hashlib.sha256(Path(dataset.annotation_file).read_bytes()).hexdigest()
+    return f"sha256:{digest}"
+
+
+def jobs_of(run: RunPlan, exports: list[dict]) -> list[Job]:
+    """One job per (checkpoint, precision), named variant/precision for the UI; the calibrated
+    (int8) jobs first.
+
+    The order is the order the workers start them in: Airflow queues the mapped instances of a
+    task by priority weight, then run, then map index. The post-training calibration takes
+    several times any other conversion (bench/pipeline.py: 30-36 s against 1.6-2.5 s at
+    320 px) and its check comes after it, so started last, it kept both slots' work waiting
+    at the end of the run while the other slot had nothing left to do (longest job first)."""
+    run = RunPlan.of(run)
+    with task_meter("jobs", run) as meter, meter.part("jobs"):
+        jobs = []
+        by_id = {e["ckpt_id"]: e for e in exports if e}
+        for ckpt in run.checkpoints:
+            exp = by_id.get(ckpt.ckpt_id)
+            if exp is None:  # its export failed: the gate rejects its models with that error
+                continue
+            for precision in ckpt.precisions:
+                jobs.append(Job(name=job_name(ckpt.variant, precision, ckpt.qat),
+                                ckpt_id=ckpt.ckpt_id, variant=ckpt.variant, qat=ckpt.qat,
+                                precision=precision, export_uri=exp["export_uri"]))
+        return sorted(jobs, key=lambda job: not job.calibrated)
+
+
+def as_checkpoint(item) -> Checkpoint:
+    """A Checkpoint from a task's argument (a Checkpoint, or its JSON)."""
+    return item if isinstance(item, Checkpoint) else Checkpoint.model_validate(item)
+
+
+def as_job(item) -> Job:
+    """A Job from a task's argument (a Job, or its JSON)."""
+    return item if isinstance(item, Job) else Job.model_validate(
+        {k: v for k, v in dict(item).items() if k in Job.model_fields})
+
+
+def as_model(item) -> ConvertedModel:
+    """A ConvertedModel from a task's argument (the convert step's JSON)."""
+    return item if isinstance(item, ConvertedModel) else ConvertedModel.model_validate(
+        {k: v for k, v in dict(item).items() if k in ConvertedModel.model_fields})

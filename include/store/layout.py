@@ -1,0 +1,170 @@
+"""Every key of the artifact store, named once.
+
+::
+
+    MODEL/VERSION/manifest.json                 the release; created once, by one publisher
+    MODEL/VERSION/PUBLISHER/VARIANT/PRECISION/  model.tflite, model_edgetpu.tflite (where
+                                                compiled), conversion.json, metrics.json,
+                                                validation.json, picture-N.png
+    MODEL/latest.json                           newest release of the model
+    MODEL/latest/VARIANT.json                   newest release holding a model of VARIANT
+    MODEL/latest/VARIANT/PRECISION.json         newest release of (VARIANT, PRECISION)
+    claims/MODEL/<checkpoint fingerprint>.json  which run converts a landed checkpoint
+    runs/RUN/                                   one run's intermediate files:
+        RUN/CKPT/export/                          the export folder (tflite_graph.pb, ...)
+        RUN/CKPT/PRECISION[-search]/              a model and its checks (metrics.json,
+                                                  detections.json, validation.json,
+                                                  data_docs/, pictures/, edgetpu.json)
+        RUN/CKPT/failures/STAGE[-PRECISION].json  why a task failed, for the gate and report
+        RUN/eval/SIZE.npz                         evaluation images decoded once per size
+        RUN/costs/NAME.cost.json                  what each task cost
+        RUN/report.json, RUN/report.md            the run report
+
+Reading code (the dashboard, consumers, retention) and writing code (the pipeline's steps,
+the publish protocol) both build keys with these functions, so the layout lives in one place.
+Names are checked: a model, version, variant, precision or publisher must be a safe folder name.
+"""
+from __future__ import annotations
+
+import re
+
+from include.errors import StoreError
+
+MANIFEST = "manifest.json"
+LATEST = "latest.json"
+POINTERS = "latest"
+CLAIMS = "claims"
+RUNS = "runs"
+#: top-level folders that are not models
+RESERVED_TOP = (RUNS, CLAIMS, POINTERS)
+COSTS = "costs"
+FAILURES = "failures"
+SEARCH_SUFFIX = "-search"
+#: the asset alias through which the publish emits one event per published model
+PUBLISHED_ALIAS = "mobiledet_published"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def check_name(value, what: str) -> str:
+    """`value` when it is a safe folder name (letters, digits, '.', '_', '-'), else StoreError."""
+    if not isinstance(value, str) or not _NAME.match(value):
+        raise StoreError(f"{what} {value!r} is not a safe folder name.", where=what,
+                         fix="use letters, digits, '.', '_' and '-' only, starting with a letter "
+                             "or digit.")
+    return value
+
+
+# -- releases ---------------------------------------------------------------------------------
+def version_prefix(model: str, version: str) -> str:
+    return f"{check_name(model, 'model name')}/{check_name(version, 'version')}"
+
+
+def manifest_key(model: str, version: str) -> str:
+    return f"{version_prefix(model, version)}/{MANIFEST}"
+
+
+def release_folder(model: str, version: str, publisher: str) -> str:
+    """Where one publisher copies a release's files (its own folder of the version)."""
+    return f"{version_prefix(model, version)}/{check_name(publisher, 'publisher')}"
+
+
+def release_model_folder(model: str, version: str, publisher: str, variant: str,
+                         precision: str) -> str:
+    return f"{release_folder(model, version, publisher)}/{variant}/{precision}"
+
+
+def manifest_version(key: str) -> str | None:
+    """The version of a MODEL/VERSION/manifest.json key, else None."""
+    parts = key.split("/")
+    return parts[1] if len(parts) == 3 and parts[2] == MANIFEST else None
+
+
+# -- consumer pointers ---------------------------------------------------------------------
+def pointer_key(model: str, variant: str | None = None, precision: str | None = None) -> str:
+    """Where the consumer pointer of a model, a variant or a (variant, precision) lives."""
+    model = check_name(model, "model name")
+    if variant is None:
+        return f"{model}/{LATEST}"
+    variant = check_name(variant, "variant")
+    if precision is None:
+        return f"{model}/{POINTERS}/{variant}.json"
+    return f"{model}/{POINTERS}/{variant}/{check_name(precision, 'precision')}.json"
+
+
+def pointers_prefix(model: str) -> str:
+    return f"{check_name(model, 'model name')}/{POINTERS}"
+
+
+def parse_pointer_key(key: str) -> tuple[str | None, str | None] | None:
+    """(variant, precision) of MODEL/latest/VARIANT[/PRECISION].json, (None, None) for
+    MODEL/latest.json, None for any other key."""
+    parts = key.split("/")
+    if len(parts) == 2 and parts[1] == LATEST:
+        return None, None
+    if len(parts) < 3 or parts[1] != POINTERS or not key.endswith(".json"):
+        return None
+    if len(parts) == 3:
+        return parts[2][:-5], None
+    if len(parts) == 4:
+        return parts[2], parts[3][:-5]
+    return None
+
+
+def published_asset_name(model: str, variant: str, precision: str) -> str:
+    """The Airflow asset of a published (model, variant, precision); its URI is the store URI
+    of :func:`pointer_key` (model, variant, precision)."""
+    return f"mobiledet/{model}/{variant}/{precision}"
+
+
+# -- claims ---------------------------------------------------------------------------------
+def claim_key(model: str, fingerprint: str) -> str:
+    return f"{CLAIMS}/{check_name(model, 'model name')}/{fingerprint}.json"
+
+
+# -- runs -----------------------------------------------------------------------------------
+def run_prefix(run_id: str) -> str:
+    return f"{RUNS}/{run_id}"
+
+
+def checkpoint_prefix(run_id: str, ckpt_id: str) -> str:
+    return f"{run_prefix(run_id)}/{ckpt_id}"
+
+
+def export_prefix(run_id: str, ckpt_id: str) -> str:
+    return f"{checkpoint_prefix(run_id, ckpt_id)}/export"
+
+
+def model_prefix(run_id: str, ckpt_id: str, precision: str, *, search: bool = False) -> str:
+    """A model of the run and its checks; the recipe search's choice sits beside the model it
+    replaces (PRECISION-search), so checking it leaves the rejected model's files as they are."""
+    return f"{checkpoint_prefix(run_id, ckpt_id)}/{precision}{SEARCH_SUFFIX if search else ''}"
+
+
+def failure_key(run_id: str, ckpt_id: str, stage: str, precision: str | None = None) -> str:
+    name = f"{stage}-{precision}" if precision else stage
+    return f"{checkpoint_prefix(run_id, ckpt_id)}/{FAILURES}/{name}.json"
+
+
+def eval_inputs_key(run_id: str, size: int) -> str:
+    """The run's evaluation images decoded and resized to `size` (uint8 .npz)."""
+    return f"{run_prefix(run_id)}/eval/{int(size)}.npz"
+
+
+def costs_prefix(run_id: str) -> str:
+    return f"{run_prefix(run_id)}/{COSTS}"
+
+
+def cost_key(run_id: str, stage: str, ckpt_id: str | None = None,
+             precision: str | None = None) -> str:
+    name = "-".join(x for x in (stage, ckpt_id, precision) if x)
+    return f"{costs_prefix(run_id)}/{name}.cost.json"
+
+
+def report_key(run_id: str, suffix: str = ".json") -> str:
+    return f"{run_prefix(run_id)}/report{suffix}"
+
+
+def parse_run_key(key: str) -> str | None:
+    """The run id of any key under runs/RUN/, else None."""
+    parts = key.split("/")
+    return parts[1] if len(parts) >= 3 and parts[0] == RUNS else None
