@@ -34,7 +34,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from include.errors import ConfigError, DataError, DeviceError
-from include.quality.device_log import ACCELERATORS, DELEGATES, parse_benchmark_log
+from include.quality.device_log import DELEGATES, parse_benchmark_log
 
 # The one table of delegate -> benchmark_model flags (the tool's --help and its README's
 # "TFLite delegate parameters"). cpu turns XNNPACK off, so it is the built-in kernels' figure.
@@ -228,12 +228,12 @@ def _run_benchmark(adb: _Adb, command: list[str], timeout_s: float, remote_bin: 
         return proc.returncode, out or "", err or ""
     except subprocess.TimeoutExpired:
         _kill_local(proc.pid)
+        adb.calls.append(["-s", adb.serial, "shell", "pkill", "-f", remote_bin])
+        killed = _kill_remote(adb.adb, adb.serial, remote_bin)
         try:
             proc.communicate(timeout=10)
         except subprocess.TimeoutExpired:  # pragma: no cover - pipes held by a stray child
             pass
-        adb.calls.append(["-s", adb.serial, "shell", "pkill", "-f", remote_bin])
-        killed = _kill_remote(adb.adb, adb.serial, remote_bin)
         raise DeviceError(
             f"benchmark_model did not finish within {timeout_s:g} s on {adb.serial}; the "
             f"remote process was {'killed' if killed else 'sent a kill'} "
@@ -371,7 +371,12 @@ def device_record(parsed: dict, *, device: str, delegate: str, serial: str | Non
         raise ConfigError(f"unknown source {source!r}; allowed: adb, log.", where="source",
                           fix="adb for a run of this tool, log for a saved output.")
     asked = parsed.get("delegate_requested")
-    if asked is not None and asked != delegate:
+    if asked is None:
+        raise ConfigError("the benchmark result does not say which delegate was asked for, so "
+                          "what ran cannot be told from a fallback.", where="--delegate",
+                          fix="parse the log with parse_benchmark_log(text, delegate=...) "
+                              "(--delegate on the command line).")
+    if asked != delegate:
         raise ConfigError(f"the benchmark asked for the {asked} delegate, not {delegate}.",
                           where="--delegate", fix=f"use --delegate {asked}, or the log of a "
                                                   f"{delegate} run.")
@@ -394,10 +399,6 @@ def device_record(parsed: dict, *, device: str, delegate: str, serial: str | Non
         "delegate_requested": delegate,
         **{key: parsed.get(key) for key in _RECORD_FIGURES},
     }
-    if delegate == "cpu" and record["delegation"] == "not_reported":
-        record["delegation"] = "cpu"
-    if delegate in ACCELERATORS and record["delegation"] == "not_reported":
-        record["delegate_figure"] = False
     for key in ("model", "model_size_bytes", "command", "exit_code", "remote_dir"):
         if key in parsed:
             record[key] = parsed[key]
