@@ -306,6 +306,33 @@ def test_timeout_kills_the_remote_process_and_cleans_up(phone, model_file, binar
     assert not list(phone.root.glob("*.running"))      # the stand-in's remote process is gone
 
 
+def test_kill_running_stops_the_local_adb_and_the_remote_process(phone, model_file, binary):
+    import threading
+    import time
+
+    from include.quality.device import kill_running
+
+    phone.set(hang=True)
+    errors = []
+
+    def run():
+        try:
+            benchmark_on_device(model_file, SERIAL, benchmark_binary=binary, timeout_s=120)
+        except DeviceError as exc:
+            errors.append(exc)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    deadline = time.monotonic() + 30
+    while not list(phone.root.glob("*.running")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert kill_running() == 1                   # what an operator's on_kill calls
+    worker.join(30)
+    assert not worker.is_alive() and errors      # the run ends with an error, not a figure
+    assert not list(phone.root.glob("*.running"))
+    assert ["-s", SERIAL, "shell", "pkill", "-f"] == phone.calls()[-2][:5]
+
+
 def test_missing_binary_names_the_flag_and_the_config_key(phone, model_file, tmp_path):
     for given in (None, tmp_path / "nowhere" / "benchmark_model"):
         with pytest.raises(ConfigError) as err:

@@ -299,7 +299,11 @@ def benchmark_on_device(model, serial: str, *, delegate: str = "cpu", benchmark_
         client.checked("shell", "chmod", "755", remote_bin, what="chmod of benchmark_model")
         code, out, err = _run_benchmark(client, command, float(timeout_s), remote_bin)
     finally:
-        cleanup = client.run("shell", "rm", "-rf", remote_dir, what="clean-up")
+        try:
+            cleanup = client.run("shell", "rm", "-rf", remote_dir, what="clean-up")
+            left = None if cleanup.returncode == 0 else _adb_message(cleanup)
+        except DeviceError as exc:  # never hide the run's own error behind the clean-up's
+            left = str(exc)
     output = out + (("\n" + err) if err.strip() else "")
     where = f"benchmark_model on {serial}"
     exec_problem = next((k for k in _EXEC_FAILURES if k in output), None)
@@ -318,8 +322,8 @@ def benchmark_on_device(model, serial: str, *, delegate: str = "cpu", benchmark_
         raise DeviceError(f"benchmark_model printed no result (exit code {code}): {tail}",
                           where=where, fix=fix)
     warnings = list(parsed.get("warnings", []))
-    if cleanup.returncode != 0:
-        warnings.append(f"could not remove {remote_dir} on the phone: {_adb_message(cleanup)}")
+    if left:
+        warnings.append(f"could not remove {remote_dir} on the phone: {left}")
     return {
         **parsed,
         "warnings": warnings,
