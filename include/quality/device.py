@@ -192,8 +192,8 @@ def kill_running() -> int:
     local adb and the remote benchmark_model. Returns how many were stopped."""
     stopped = 0
     for pid, (adb, serial, remote_bin) in list(_RUNNING.items()):
+        _kill_remote(adb, serial, remote_bin)  # first: then the waiting adb shell returns
         _kill_local(pid)
-        _kill_remote(adb, serial, remote_bin)
         stopped += 1
     return stopped
 
