@@ -45,7 +45,7 @@ import json
 import os
 from typing import Annotated, Any, ClassVar, Literal, Mapping, Optional, Union
 
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr,
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr,
                       TypeAdapter, ValidationError, ValidationInfo, field_validator)
 
 # Precision facts live in the recipe table (include/convert/recipes.py), read from there.
@@ -53,6 +53,7 @@ from include.convert.recipes import (ACCELERATOR_VARIANTS, DEFAULT_MATRIX, DEFAU
                                      PRECISIONS)
 from include.errors import ConfigError
 from include.mobiledet.spec import VARIANTS
+from include.quality.device_log import DELEGATES as DEVICE_DELEGATES  # benchmark_model's
 
 CHECKPOINT_KINDS = ("float", "qat", "any")  # keys of a per-variant precisions mapping
 GATE_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")  # COCO summary metrics
@@ -70,7 +71,14 @@ _FIXES = {
     "gates.edgetpu": "auto (the compiler where installed, else the offline prediction), "
                      "compiler, prediction or off.",
 }
-_NOUNS = {"gates.metric": "metric", "gates.edgetpu": "Edge TPU gate mode"}
+_DEVICE_PATTERN_FIXES = {
+    "devices.name": "use letters, digits, '.', '_' and '-', starting with a letter or digit.",
+    "devices.serial": "write the serial as `adb devices` lists it (no spaces).",
+    "devices.queue": "use letters, digits and '.', '_', ':', '@', '-', starting with a letter "
+                     "or digit.",
+}
+_NOUNS = {"gates.metric": "metric", "gates.edgetpu": "Edge TPU gate mode",
+          "devices.delegates": "delegate"}
 
 
 class _Problem(ValueError):
@@ -308,6 +316,63 @@ class GateConfig(_Model):
         return self.model_dump(mode="json")
 
 
+_SERIAL_PATTERN = r"^\S+$"
+_QUEUE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]*$"
+
+
+class DeviceConfig(_Model):
+    """A phone plugged into a Celery worker's machine, benchmarked over adb with TFLite's
+    benchmark_model (include/quality/device.py). `queue`: the Celery queue of that worker
+    (default device-<name>). `max_device_latency_ms`: this device's latency gate (null = off:
+    a missing figure is then "not measured" and passes)."""
+
+    _where: ClassVar[tuple] = ("devices",)
+
+    name: str = Field(..., pattern=_NAME_PATTERN, description="the device's name (a column "
+                                                              "on the dashboard)")
+    serial: str = Field(..., pattern=_SERIAL_PATTERN, description="its adb serial, as `adb "
+                                                                  "devices` lists it")
+    delegates: Annotated[list[Literal[DEVICE_DELEGATES]],  # type: ignore[valid-type]
+                         BeforeValidator(_listify), Field(min_length=1)] = Field(
+        default_factory=lambda: ["cpu"], description="delegates to benchmark: "
+                                                     + ", ".join(DEVICE_DELEGATES))
+    queue: Optional[str] = Field(None, pattern=_QUEUE_PATTERN, description="Celery queue of the "
+                                 "worker the device is plugged into (default device-<name>)")
+    max_device_latency_ms: Annotated[
+        Optional[Annotated[float, Field(gt=0.0, allow_inf_nan=False)]],
+        BeforeValidator(_none_words)] = Field(None, description="latency gate on this device "
+                                                                "in ms (null = off)")
+    benchmark_binary: Optional[str] = Field(None, description="path of the Android build of "
+                                            "TFLite's benchmark_model on the worker")
+    timeout_s: Annotated[float, Field(gt=0.0, allow_inf_nan=False),
+                         BeforeValidator(_no_bool)] = Field(
+        600.0, description="time limit of one benchmark run in seconds")
+
+    @field_validator("delegates")
+    @classmethod
+    def _one_each(cls, value: list) -> list:
+        if len(set(value)) != len(value):
+            raise _Problem(f"a delegate is listed twice in {value!r}.", "list each delegate once.")
+        return value
+
+    @field_validator("queue")
+    @classmethod
+    def _default_queue(cls, value, info: ValidationInfo):
+        return value if value is not None else f"device-{info.data.get('name', 'device')}"
+
+
+def _unique_devices(value: list) -> list:
+    for key in ("name", "serial"):
+        seen = set()
+        for dev in value:
+            item = getattr(dev, key)
+            if item in seen:
+                raise _Problem(f"device {key} {item!r} is listed twice.",
+                               f"give each device its own {key}.")
+            seen.add(item)
+    return value
+
+
 class PipelineConfig(_Model):
     """Every setting of one pipeline run. Build it with `load_config` or `from_dict`.
 
@@ -340,6 +405,9 @@ class PipelineConfig(_Model):
     search_budget: Annotated[int, Field(ge=0), BeforeValidator(_no_bool)] = Field(
         4, description="int8 recipe search for a model that fails the accuracy gate: how many "
                        "candidate recipes may be converted (0 = no search)")
+    devices: Annotated[list[DeviceConfig], AfterValidator(_unique_devices)] = Field(
+        default_factory=list, description="phones benchmarked over adb (none: no device "
+                                          "benchmarks)")
 
     _warnings: tuple = PrivateAttr(())
 
@@ -520,20 +588,23 @@ def _config_error(exc: ValidationError, model: type | None, *, prefix: tuple = (
             k for k in err["loc"] if isinstance(k, int))
     else:
         schema_path = loc
-    dotted = ".".join(keys)
+    dotted = plain = ".".join(keys)
+    if loc[:1] == ("devices",) and model is not None:  # name the entry: devices[1].serial
+        dotted = _label(loc)
 
     if typ == "extra_forbidden" or (loc and loc[-1] == "[key]"):
         name = keys[-1] if typ == "extra_forbidden" else value
         parent = keys[:-1]
-        valid = _names(tuple(parent))
-        parent_dotted = ".".join(parent)
+        parent_loc = tuple(k for k in loc[:-1] if k != "[key]")
+        valid = _names(parent_loc if loc[:1] == ("devices",) else tuple(parent))
+        parent_dotted = _label(parent_loc) if loc[:1] == ("devices",) else ".".join(parent)
         problem = (f"unknown setting {name!r}; allowed: {', '.join(sorted(map(str, valid)))}."
                    + _did_you_mean(name, valid, parent_dotted + "." if parent_dotted else ""))
         return _located(problem, "check the spelling; remove settings this version does not "
                                  "know.", parent_dotted or "top level", where, source)
 
     node, nullable = _schema_at(tuple(k for k in schema_path if k != "[key]"))
-    fix = _FIXES.get(dotted)
+    fix = _FIXES.get(plain)
     if typ == "value_error" and isinstance(ctx.get("error"), _Problem):
         problem, fix = ctx["error"].problem, ctx["error"].fix
         if problem.startswith("expected a number") and node.get("type") in ("integer", "number"):
@@ -541,7 +612,7 @@ def _config_error(exc: ValidationError, model: type | None, *, prefix: tuple = (
             fix = "set a number in the allowed range."
     elif typ in ("literal_error", "enum"):
         choices = node.get("enum") or []
-        noun = _NOUNS.get(dotted) or ("precision" if "precisions" in keys or model is None
+        noun = _NOUNS.get(plain) or ("precision" if "precisions" in keys or model is None
                                       else "value")
         problem = (f"unknown {noun} {value!r}; allowed values: {', '.join(map(str, choices))}."
                    + _did_you_mean(value, choices))
@@ -563,11 +634,20 @@ def _config_error(exc: ValidationError, model: type | None, *, prefix: tuple = (
     elif typ in ("dict_type", "model_type", "model_attributes_type", "mapping_type"):
         example = {"gates": "e.g. gates: {min_map: 0.2}."}.get(dotted, "write key: value pairs.")
         problem, fix = f"expected a mapping of settings, got {value!r}.", example
+    elif typ == "list_type" and plain == "devices":
+        problem = f"expected a list of devices, got {value!r}."
+        fix = "e.g. devices: [{name: pixel4, serial: 9A1B2C3D, delegates: [cpu, gpu]}]."
     elif typ in ("list_type", "too_short"):
         problem = (f"expected a non-empty list of precisions, got {value!r}; allowed values: "
                    f"{', '.join(PRECISIONS)}.") if "precisions" in keys or model is None else \
             f"expected a non-empty list, got {value!r}."
         fix = "e.g. [float32, int8]."
+    elif typ == "string_pattern_mismatch" and plain in _DEVICE_PATTERN_FIXES:
+        problem = f"{value!r} is not a valid device {keys[-1]}."
+        fix = _DEVICE_PATTERN_FIXES[plain]
+    elif typ == "missing" and plain.startswith("devices."):
+        problem = f"a device needs its {keys[-1]}."
+        fix = "e.g. devices: [{name: pixel4, serial: 9A1B2C3D, delegates: [cpu, gpu]}]."
     elif typ == "string_pattern_mismatch" and dotted == "model_name":
         problem = f"model_name {value!r} is not a safe folder name."
         fix = "use letters, digits, '.', '_' and '-', starting with a letter or digit."
@@ -576,6 +656,17 @@ def _config_error(exc: ValidationError, model: type | None, *, prefix: tuple = (
     else:
         problem, fix = f"{err['msg']} (got {value!r}).", fix or "correct the value."
     return _located(problem, fix, dotted or "top level", where, source)
+
+
+def _label(loc) -> str:
+    """A key path with list positions: ("devices", 1, "serial") -> devices[1].serial."""
+    out = ""
+    for key in loc:
+        if isinstance(key, int):
+            out += f"[{key}]"
+        elif key != "[key]":
+            out += ("." if out else "") + str(key)
+    return out
 
 
 def _located(problem, fix, dotted, where, source) -> ConfigError:

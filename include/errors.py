@@ -53,3 +53,7 @@ class StoreError(MobiledetError):
 
 class PipelineError(MobiledetError):
     """A pipeline run could not decide or publish anything (its report says why)."""
+
+
+class DeviceError(MobiledetError):
+    """A device (a phone over adb) is missing, offline, unauthorized, or a run on it failed."""

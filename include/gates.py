@@ -24,6 +24,9 @@ counts from the offline analysis}}, contract_failures (what the contract check f
 baseline_reason (why there is no baseline). `baseline` is what
 `include.store.comparable_baseline` returns (needs `map`, optionally `metric` and `version`).
 Everything in a decision is plain JSON (it is written into the release manifest).
+`device_latency_check(device, record)` is the latency gate of one device benchmark (a phone,
+`include/quality/device.py`), checked apart from `evaluate_gates`: a missing or fallback figure
+is "not measured" and passes, said so, unless the device's `max_device_latency_ms` is set.
 `edgetpu_mapping_check(counts, config)` is the edgetpu_mapping check on the offline
 prediction's op counts alone, for models that have not reached the gate yet: the int8 recipe
 search rejects a float-fallback candidate with it (include/convert/search.py).
@@ -44,7 +47,7 @@ _EPS = 1e-9
 @dataclass
 class GateCheck:
     """One check. status: pass | fail | off | not_applicable | not_installed | skipped |
-    no_baseline | not_comparable (the last six pass)."""
+    no_baseline | not_comparable | not_measured (the last seven pass)."""
 
     name: str
     passed: bool
@@ -338,3 +341,64 @@ def evaluate_gates(entry_metrics: Mapping, config, baseline: Mapping | None = No
                for c in checks if not c.passed]
     return GateDecision(variant=variant, precision=precision, metric=metric, map=_r(m),
                         passed=all(c.passed for c in checks), checks=checks, reasons=reasons)
+
+
+# --------------------------------------------------------------------------------------------
+# Device latency (a phone's benchmark_model figure), one check per device and delegate
+# --------------------------------------------------------------------------------------------
+def _device_missing_reason(record: Mapping | None, delegate: str) -> str | None:
+    """Why a device record holds no figure of the requested delegate; None when it does."""
+    if not record:
+        return "no benchmark ran on it"
+    status = record.get("status")
+    if status == "delegate_rejected":
+        why = record.get("delegate_error") or "; ".join(record.get("errors") or []) or "?"
+        return f"the {delegate} delegate could not run the model ({why})"
+    if status not in (None, "ok"):
+        return "the benchmark failed (" + ("; ".join(record.get("errors") or []) or
+                                           str(status)) + ")"
+    fallback = record.get("fallback") or {}
+    if record.get("delegate_figure") is False:
+        if record.get("delegation") == "none" and fallback:
+            return (f"the {delegate} delegate did not run; it fell back to {fallback.get('to')} "
+                    f"(\"{fallback.get('line')}\"), and that figure is not {delegate}'s")
+        return f"the log does not show that the {delegate} delegate ran"
+    if _num((record.get("latency_ms") or {}).get("mean")) is None:
+        return "no latency in its result"
+    return None
+
+
+def device_latency_check(device, record: Mapping | None = None) -> GateCheck:
+    """The latency gate of one device benchmark. `device`: a DeviceConfig (or a mapping with
+    name and max_device_latency_ms). `record`: `device_record(...)` or the benchmark result
+    (status, latency_ms.mean, delegate_requested, delegate_figure, fallback, ...), or None when
+    nothing ran. The check is named device_latency:<device>:<delegate>; its value is the mean
+    latency in ms. Without a device gate a missing figure passes as not_measured; with one it
+    fails. A fallback never counts as the requested delegate's figure."""
+    get = device.get if isinstance(device, Mapping) else (lambda k: getattr(device, k, None))
+    name = str(get("name") or "?")
+    limit = _num(get("max_device_latency_ms"))
+    delegate = str((record or {}).get("delegate_requested") or "?")
+    check = f"device_latency:{name}:{delegate}"
+    gate = f"devices[{name}].max_device_latency_ms"
+    missing = _device_missing_reason(record, delegate)
+    if missing is not None:
+        if limit is None:
+            return GateCheck(check, True, None, None, f"not measured on {name} ({delegate}): "
+                             f"{missing}; {gate} is not set, so this does not block",
+                             "not_measured")
+        return GateCheck(check, False, None, limit, f"not measured on {name} ({delegate}): "
+                         f"{missing}; {gate} is {limit:g} ms and needs a figure", "fail")
+    lat = _num(record["latency_ms"]["mean"])
+    how = ""
+    nodes = record.get("delegated_nodes") or {}
+    if record.get("delegation") == "partial":
+        how = (f", partially delegated ({nodes['delegated']}/{nodes['total']} nodes)"
+               if nodes.get("total") else ", partially delegated")
+    where = f"{lat:.2f} ms on {name} ({delegate}{how})"
+    if limit is None:
+        return GateCheck(check, True, _r(lat), None, f"{where}; {gate} is not set: off", "off")
+    ok = lat <= limit + _EPS
+    return GateCheck(check, ok, _r(lat), limit,
+                     f"{where} {'<=' if ok else '>'} limit {limit:.2f} ms",
+                     "pass" if ok else "fail")

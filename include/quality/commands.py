@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 
+from include.quality.device_commands import add_device_arguments, run_device_benchmark
+
 LABELS_HELP = ("names for the model's classes, instead of its own label map: a TFOD "
                "label_map.pbtxt (item id N names output class N-1; id 0 is the background) or a "
                "labels.txt (line N names output class N-1, i.e. TFOD id N; '???' marks an unused "
@@ -84,12 +86,13 @@ def register(sub) -> None:
         "benchmark", help="latency and memory of a .tflite in the LiteRT interpreter",
         description="Time invoke() like TFLite's benchmark_model (min/mean/p50/p90/max/std), "
                     "in a fresh subprocess that also reports init time and peak memory.")
-    be.add_argument("--model", required=True, help="the .tflite to benchmark")
+    be.add_argument("--model", default=None, help="the .tflite to benchmark")
     be.add_argument("--threads", type=int, default=None, metavar="T",
                     help="interpreter threads (default: all cores)")
     be.add_argument("--warmup", type=int, default=10, metavar="W", help="untimed runs (default 10)")
     be.add_argument("--runs", type=int, default=50, metavar="R", help="timed runs (default 50)")
     be.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_device_arguments(be)  # --device adb:SERIAL, --delegate, --from-log (device_commands.py)
     be.set_defaults(func=cmd_benchmark)
 
     vi = sub.add_parser(
@@ -178,6 +181,9 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     from include.console import format_table, print_json
     from include.quality.benchmark import benchmark
 
+    device_rc = run_device_benchmark(args)  # --device / --from-log; None: the host benchmark
+    if device_rc is not None:
+        return device_rc
     r = benchmark(args.model, threads=args.threads, warmup=args.warmup, runs=args.runs)
     if args.json:
         print_json(r)
