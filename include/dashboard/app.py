@@ -24,7 +24,8 @@ from urllib.parse import urlencode
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
-from include.dashboard.reader import StoreReader, _LRU, dumps, pair_name
+from include.dashboard.cells import LRU, dumps, pair_name
+from include.dashboard.reader import StoreReader
 from include.dashboard.safety import (ACTIVE_TYPES, MEDIA_TYPES, BadParameter, NotFound,
                                       check_name, redact, suffix_of)
 from include.errors import MobiledetError
@@ -86,7 +87,7 @@ class _Pages:
         self.reader_of = reader_of
         self._env = None
         self._lock = threading.Lock()
-        self._html = _LRU(64)
+        self._html = LRU(64)
 
     @property
     def env(self):

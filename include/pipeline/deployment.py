@@ -64,10 +64,10 @@ def config_file(environ=None) -> str | None:
 
 def artifact_store(environ=None) -> str:
     """The artifact store URI as ArtifactStore spells it (file:///abs or s3://bucket/prefix)."""
-    from include.config import DEFAULT_STORE_DIR, STORE_ENV, _store_uri
+    from include.config import DEFAULT_STORE_DIR, STORE_ENV, store_setting
 
     environ = os.environ if environ is None else environ
-    uri = _store_uri((environ.get(STORE_ENV) or "").strip() or DEFAULT_STORE_DIR, STORE_ENV,
+    uri = store_setting((environ.get(STORE_ENV) or "").strip() or DEFAULT_STORE_DIR, STORE_ENV,
                      None)
     return uri if "://" in uri else "file://" + uri
 

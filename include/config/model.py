@@ -1,46 +1,10 @@
-"""The pipeline's one typed config: store, precisions per variant, gate thresholds, run sizes.
-
-Load it with :func:`load_config`, from a YAML or JSON file, from a dict (Airflow run params), or
-from nothing at all (every field has a default that works out of the box). The settings are
-pydantic v2 models (:class:`PipelineConfig`, :class:`GateConfig`): they are validated when
-loaded, and an error (:class:`include.errors.ConfigError`) names where the value came from and
-its key path, the bad value, the allowed values and the fix. An unknown key is refused with the
-nearest valid name ("did you mean gates.min_map?"). :func:`config_schema` is the JSON schema of
-the file (``mobiledet config --schema`` prints it); :func:`overrides_schema` is the schema of
-the DAG's ``overrides`` param.
-
-Where the settings come from, lowest to highest precedence:
-
-1. the defaults below;
-2. the config file (YAML or JSON), if one is given;
-3. the environment variable ``MOBILEDET_STORE`` (the store URI only);
-4. ``overrides``: a dict such as Airflow run params or CLI ``--set`` pairs; dotted keys
-   (``"gates.min_map": 0.3``) address nested fields.
-
-The store (``store_uri``) is a local folder, ``file:///abs/path`` or ``s3://bucket/prefix``.
-Without a setting it is ``./mobiledet-store`` in the current working directory. A relative
-folder is resolved against the config file's folder when it comes from a file, and against the
-current working directory otherwise; the loaded config always holds an absolute path, so every
-task and the manifest see the same location.
-
-Example (YAML)::
-
-    store_uri: s3://models/mobiledet       # or a folder
-    conn_id: aws_default                   # Airflow connection for s3://
-    model_name: mobiledet
-    precisions:
-      cpu: [float32, int8]                 # for any checkpoint kind, or per kind:
-      edgetpu: {float: [float32, int8], qat: [float32, uint8]}
-    gates:
-      metric: AP50
-      max_map_drop: {int8: 0.04}           # merged with the defaults
-      max_latency_ms: 150
+"""The pipeline's typed settings (pydantic v2): precisions per variant, gate thresholds, devices,
+run sizes, the store. See `include.config` for where settings come from and how to load them.
 """
 from __future__ import annotations
 
 import contextvars
 import copy
-import difflib
 import json
 import os
 from typing import Annotated, Any, ClassVar, Literal, Mapping, Optional, Union
@@ -49,6 +13,7 @@ from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fi
                       TypeAdapter, ValidationError, ValidationInfo, field_validator)
 
 # Precision facts live in the recipe table (include/convert/recipes.py), read from there.
+from include.config.messages import Problem, config_error, did_you_mean
 from include.convert.recipes import (ACCELERATOR_VARIANTS, DEFAULT_MATRIX, DEFAULT_MAX_MAP_DROP,
                                      PRECISIONS)
 from include.errors import ConfigError
@@ -65,37 +30,13 @@ DEFAULT_MODEL_NAME = "mobiledet"
 
 _NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 
-# Fixes for values outside a field's allowed set, where the generic one says too little.
-_FIXES = {
-    "gates.metric": "AP50 (IoU 0.5) or AP (IoU .5:.95) are the usual choices.",
-    "gates.edgetpu": "auto (the compiler where installed, else the offline prediction), "
-                     "compiler, prediction or off.",
-}
-_DEVICE_PATTERN_FIXES = {
-    "devices.name": "use letters, digits, '.', '_' and '-', starting with a letter or digit.",
-    "devices.serial": "write the serial as `adb devices` lists it (no spaces).",
-    "devices.queue": "use letters, digits and '.', '_', ':', '@', '-', starting with a letter "
-                     "or digit.",
-}
-_NOUNS = {"gates.metric": "metric", "gates.edgetpu": "Edge TPU gate mode",
-          "devices.delegates": "delegate"}
-
-
-class _Problem(ValueError):
-    """Raised inside a validator: pydantic records it at the field's location."""
-
-    def __init__(self, problem: str, fix: str):
-        super().__init__(problem)
-        self.problem, self.fix = problem, fix
-
-
 # --------------------------------------------------------------------------------------------
 # Value types
 # --------------------------------------------------------------------------------------------
 def _no_bool(value: Any) -> Any:
     """Numbers: true/false are not 1/0 here (pydantic's lax mode would take them)."""
     if isinstance(value, bool):
-        raise _Problem(f"expected a number, got {value!r}.", "set a number, not true/false.")
+        raise Problem(f"expected a number, got {value!r}.", "set a number, not true/false.")
     return value
 
 
@@ -114,7 +55,7 @@ def _unique(value: list) -> list:
     seen = []
     for item in value:
         if item in seen:
-            raise _Problem(f"precision {item!r} is listed twice.", "list each precision once.")
+            raise Problem(f"precision {item!r} is listed twice.", "list each precision once.")
         seen.append(item)
     return seen
 
@@ -144,7 +85,8 @@ class _Model(BaseModel):
         try:
             super().__init__(**data)
         except ValidationError as exc:
-            raise _config_error(exc, type(self), prefix=self._where) from None
+            raise config_error(exc, type(self), pipeline_schema(),
+                               prefix=self._where) from None
         finally:
             _VALIDATING.reset(token)
 
@@ -179,7 +121,7 @@ PrecisionSpec = Annotated[PrecisionsPerKind, BeforeValidator(
 def _check_variant(variant: Any, where: str = "variant") -> str:
     if variant not in VARIANTS:
         raise ConfigError(f"unknown variant {variant!r}; allowed values: {', '.join(VARIANTS)}."
-                          + _did_you_mean(variant, VARIANTS), where=where,
+                          + did_you_mean(variant, VARIANTS), where=where,
                           fix="use one of the allowed variants.")
     return variant
 
@@ -194,8 +136,8 @@ def _check_precision_list(value: Any, where: str) -> list[str]:
     try:
         return _unique(_PRECISION_LIST.validate_python(value))
     except ValidationError as exc:
-        raise _config_error(exc, None, where=where) from None
-    except _Problem as exc:
+        raise config_error(exc, None, pipeline_schema(), where=where) from None
+    except Problem as exc:
         raise ConfigError(exc.problem, where=where, fix=exc.fix) from None
 
 
@@ -236,11 +178,11 @@ def check_precisions(variant: str, qat: bool, precisions, where: str = "precisio
 # --------------------------------------------------------------------------------------------
 # The store location
 # --------------------------------------------------------------------------------------------
-def _store_uri(value: Any, where: str, base_dir: str | None) -> str:
+def store_setting(value: Any, where: str, base_dir: str | None) -> str:
     """Normalise a store location (folder, file:///abs, s3://bucket/prefix); ConfigError."""
     try:
         return _normalise_store(value, base_dir)
-    except _Problem as exc:
+    except Problem as exc:
         raise ConfigError(exc.problem, where=where, fix=exc.fix) from None
 
 
@@ -250,12 +192,12 @@ def _normalise_store(value: Any, base_dir: str | None) -> str:
     from include.store.uri import normalise
 
     if not isinstance(value, str) or not value.strip():
-        raise _Problem(f"expected a folder, file:///abs/path or s3://bucket/prefix, got "
+        raise Problem(f"expected a folder, file:///abs/path or s3://bucket/prefix, got "
                        f"{value!r}.", f"set a store location, or set {STORE_ENV}.")
     try:
         return normalise(value, base_dir=base_dir)
     except StoreError as exc:
-        raise _Problem(exc.problem, exc.fix or "use a folder or s3://bucket/prefix.") from None
+        raise Problem(exc.problem, exc.fix or "use a folder or s3://bucket/prefix.") from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -352,7 +294,7 @@ class DeviceConfig(_Model):
     @classmethod
     def _one_each(cls, value: list) -> list:
         if len(set(value)) != len(value):
-            raise _Problem(f"a delegate is listed twice in {value!r}.", "list each delegate once.")
+            raise Problem(f"a delegate is listed twice in {value!r}.", "list each delegate once.")
         return value
 
     @field_validator("queue")
@@ -367,7 +309,7 @@ def _unique_devices(value: list) -> list:
         for dev in value:
             item = getattr(dev, key)
             if item in seen:
-                raise _Problem(f"device {key} {item!r} is listed twice.",
+                raise Problem(f"device {key} {item!r} is listed twice.",
                                f"give each device its own {key}.")
             seen.add(item)
     return value
@@ -424,7 +366,7 @@ class PipelineConfig(_Model):
     @classmethod
     def _conn_id(cls, value):
         if value is not None and not value.strip():
-            raise _Problem(f"expected an Airflow connection id or null, got {value!r}.",
+            raise Problem(f"expected an Airflow connection id or null, got {value!r}.",
                            f"e.g. {DEFAULT_CONN_ID}; null uses boto3's default credentials.")
         return value
 
@@ -497,193 +439,18 @@ class PipelineConfig(_Model):
         if data is not None and not isinstance(data, Mapping):
             raise ConfigError(f"expected a mapping of settings, got {type(data).__name__}.",
                               where=source, fix="write key: value pairs.")
-        return _validate(dict(data or {}), [(source, dict(data or {}))], base_dir)
+        return validate_config(dict(data or {}), [(source, dict(data or {}))], base_dir)
 
 
-# --------------------------------------------------------------------------------------------
-# Validation errors -> ConfigError
-# --------------------------------------------------------------------------------------------
-def _did_you_mean(name: Any, choices, prefix: str = "") -> str:
-    near = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=0.6)
-    if not near:
-        lowered = {str(c).lower(): str(c) for c in choices}
-        near = [lowered[str(name).lower()]] if str(name).lower() in lowered else []
-    return f" Did you mean {prefix}{near[0]}?" if near else ""
-
-
-_SCHEMA: dict | None = None
-
-
-def _schema() -> dict:
-    global _SCHEMA
-    if _SCHEMA is None:
-        _SCHEMA = _inline_refs(PipelineConfig.model_json_schema())
-    return _SCHEMA
-
-
-def _schema_at(path) -> tuple[dict, bool]:
-    """The JSON schema at a key path of PipelineConfig -> (schema, nullable)."""
-    node, nullable = _schema(), False
-    for key in path:
-        node, nullable = _non_null(node)
-        if isinstance(key, int):
-            node = node.get("items", {})
-        elif key in node.get("properties", {}):
-            node = node["properties"][key]
-        elif isinstance(node.get("additionalProperties"), dict):
-            node = node["additionalProperties"]
-        else:
-            return {}, False
-    return _non_null(node)
-
-
-def _non_null(node: dict) -> tuple[dict, bool]:
-    options = node.get("anyOf")
-    if not options:
-        return node, False
-    rest = [o for o in options if o.get("type") != "null"]
-    objects = [o for o in rest if o.get("type") == "object"]
-    return (objects or rest or [{}])[0], len(rest) < len(options)
-
-
-def _allowed(node: dict, nullable: bool) -> str:
-    kind = {"integer": "a whole number", "number": "a number", "boolean": "true or false",
-            "string": "a string", "object": "a mapping", "array": "a list"}.get(
-        node.get("type"), "a value")
-    rng = []
-    if "minimum" in node:
-        rng.append(f">= {node['minimum']:g}")
-    if "exclusiveMinimum" in node:
-        rng.append(f"> {node['exclusiveMinimum']:g}")
-    if "maximum" in node:
-        rng.append(f"<= {node['maximum']:g}")
-    return kind + (" " + " and ".join(rng) if rng else "") + (" or null (off)" if nullable else "")
-
-
-def _names(path) -> list[str]:
-    """The valid keys at `path` (for unknown-key messages)."""
-    node, _ = _schema_at(path)
-    if "properties" in node:
-        return list(node["properties"])
-    names = node.get("propertyNames", {}).get("enum")
-    return list(names or [])
-
-
-def _config_error(exc: ValidationError, model: type | None, *, prefix: tuple = (),
-                  where: str | None = None, source: str | None = None,
-                  data: Mapping | None = None) -> ConfigError:
-    """The first error of a pydantic ValidationError as a ConfigError that names the key.
-
-    `data` (the validated mapping) lets a shorthand precision list be named as written
-    (precisions.cpu, not precisions.cpu.any)."""
-    err = exc.errors()[0]
-    loc = tuple(prefix) + tuple(err["loc"])
-    typ, value, ctx = err["type"], err.get("input"), err.get("ctx") or {}
-    keys = [k for k in loc if isinstance(k, str) and k != "[key]"]
-    if keys[:1] == ["precisions"] and keys[2:3] == ["any"] and data is not None and \
-            not isinstance((data.get("precisions") or {}).get(keys[1]), Mapping):
-        del keys[2]
-    if model is None:  # a bare precision list
-        keys, schema_path = [], ("precisions", "cpu", "any") + tuple(
-            k for k in err["loc"] if isinstance(k, int))
-    else:
-        schema_path = loc
-    dotted = plain = ".".join(keys)
-    if loc[:1] == ("devices",) and model is not None:  # name the entry: devices[1].serial
-        dotted = _label(loc)
-
-    if typ == "extra_forbidden" or (loc and loc[-1] == "[key]"):
-        name = keys[-1] if typ == "extra_forbidden" else value
-        parent = keys[:-1]
-        parent_loc = tuple(k for k in loc[:-1] if k != "[key]")
-        valid = _names(parent_loc if loc[:1] == ("devices",) else tuple(parent))
-        parent_dotted = _label(parent_loc) if loc[:1] == ("devices",) else ".".join(parent)
-        problem = (f"unknown setting {name!r}; allowed: {', '.join(sorted(map(str, valid)))}."
-                   + _did_you_mean(name, valid, parent_dotted + "." if parent_dotted else ""))
-        return _located(problem, "check the spelling; remove settings this version does not "
-                                 "know.", parent_dotted or "top level", where, source)
-
-    node, nullable = _schema_at(tuple(k for k in schema_path if k != "[key]"))
-    fix = _FIXES.get(plain)
-    if typ == "value_error" and isinstance(ctx.get("error"), _Problem):
-        problem, fix = ctx["error"].problem, ctx["error"].fix
-        if problem.startswith("expected a number") and node.get("type") in ("integer", "number"):
-            problem = f"expected {_allowed(node, nullable)}, got {value!r}."
-            fix = "set a number in the allowed range."
-    elif typ in ("literal_error", "enum"):
-        choices = node.get("enum") or []
-        noun = _NOUNS.get(plain) or ("precision" if "precisions" in keys or model is None
-                                      else "value")
-        problem = (f"unknown {noun} {value!r}; allowed values: {', '.join(map(str, choices))}."
-                   + _did_you_mean(value, choices))
-        fix = fix or f"use one of the allowed {noun}s."
-    elif typ.startswith("bool_"):
-        problem, fix = f"expected true or false, got {value!r}.", "write true or false."
-    elif typ in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
-        problem = f"{value!r} is out of range; allowed: {_allowed(node, nullable)}."
-        fix = fix or "set a value in the allowed range."
-    elif typ.startswith(("int_", "float_")) or typ in ("finite_number", "number_type"):
-        kind = "a whole number" if node.get("type") == "integer" else "a number"
-        problem = f"expected {_allowed(node, nullable)}, got {value!r}."
-        fix = fix or f"set {kind} in the allowed range."
-    elif typ in ("dict_type", "model_type", "model_attributes_type", "mapping_type") and \
-            keys[:1] == ["precisions"] and len(keys) == 2:
-        problem = (f"expected a list of precisions or {{float: [...], qat: [...], any: [...]}}, "
-                   f"got {value!r}.")
-        fix = f"e.g. {dotted}: [float32, int8]."
-    elif typ in ("dict_type", "model_type", "model_attributes_type", "mapping_type"):
-        example = {"gates": "e.g. gates: {min_map: 0.2}."}.get(dotted, "write key: value pairs.")
-        problem, fix = f"expected a mapping of settings, got {value!r}.", example
-    elif typ == "list_type" and plain == "devices":
-        problem = f"expected a list of devices, got {value!r}."
-        fix = "e.g. devices: [{name: pixel4, serial: 9A1B2C3D, delegates: [cpu, gpu]}]."
-    elif typ in ("list_type", "too_short"):
-        problem = (f"expected a non-empty list of precisions, got {value!r}; allowed values: "
-                   f"{', '.join(PRECISIONS)}.") if "precisions" in keys or model is None else \
-            f"expected a non-empty list, got {value!r}."
-        fix = "e.g. [float32, int8]."
-    elif typ == "string_pattern_mismatch" and plain in _DEVICE_PATTERN_FIXES:
-        problem = f"{value!r} is not a valid device {keys[-1]}."
-        fix = _DEVICE_PATTERN_FIXES[plain]
-    elif typ == "missing" and plain.startswith("devices."):
-        problem = f"a device needs its {keys[-1]}."
-        fix = "e.g. devices: [{name: pixel4, serial: 9A1B2C3D, delegates: [cpu, gpu]}]."
-    elif typ == "string_pattern_mismatch" and dotted == "model_name":
-        problem = f"model_name {value!r} is not a safe folder name."
-        fix = "use letters, digits, '.', '_' and '-', starting with a letter or digit."
-    elif typ == "string_type":
-        problem, fix = f"expected a string, got {value!r}.", fix or "write a string."
-    else:
-        problem, fix = f"{err['msg']} (got {value!r}).", fix or "correct the value."
-    return _located(problem, fix, dotted or "top level", where, source)
-
-
-def _label(loc) -> str:
-    """A key path with list positions: ("devices", 1, "serial") -> devices[1].serial."""
-    out = ""
-    for key in loc:
-        if isinstance(key, int):
-            out += f"[{key}]"
-        elif key != "[key]":
-            out += ("." if out else "") + str(key)
-    return out
-
-
-def _located(problem, fix, dotted, where, source) -> ConfigError:
-    if where is None:
-        where = dotted if source is None else f"{source}: {dotted}"
-    return ConfigError(problem, where=where, fix=fix)
-
-
-def _validate(data: dict, layers: list, base_dir: str | None) -> PipelineConfig:
+def validate_config(data: dict, layers: list, base_dir: str | None) -> PipelineConfig:
     """model_validate `data`; an error names the highest layer that holds the bad key."""
     token = _VALIDATING.set(True)
     try:
         return PipelineConfig.model_validate(data, context={"base_dir": base_dir})
     except ValidationError as exc:
         loc = tuple(k for k in exc.errors()[0]["loc"] if isinstance(k, str) and k != "[key]")
-        raise _config_error(exc, PipelineConfig, source=_layer_of(layers, loc),
-                            data=data) from None
+        raise config_error(exc, PipelineConfig, pipeline_schema(),
+                           source=_layer_of(layers, loc), data=data) from None
     except ConfigError as exc:  # a rule across fields (model_post_init): where is a key path
         loc = tuple((exc.where or "").split("."))
         raise ConfigError(exc.problem, where=f"{_layer_of(layers, loc)}: {exc.where}",
@@ -710,10 +477,20 @@ def _holds(layer: Any, path: tuple) -> bool:
     return True
 
 
-# --------------------------------------------------------------------------------------------
-# Schemas
-# --------------------------------------------------------------------------------------------
-def _inline_refs(schema: dict) -> dict:
+
+
+_SCHEMA: dict | None = None
+
+
+def pipeline_schema() -> dict:
+    """PipelineConfig's JSON schema with every $ref inlined (computed once)."""
+    global _SCHEMA
+    if _SCHEMA is None:
+        _SCHEMA = inline_refs(PipelineConfig.model_json_schema())
+    return _SCHEMA
+
+
+def inline_refs(schema: dict) -> dict:
     """The schema with every $ref replaced by its definition (no $defs: simpler for Airflow's
     Param and its form)."""
     defs = schema.get("$defs", {})
@@ -730,160 +507,3 @@ def _inline_refs(schema: dict) -> dict:
         return node
 
     return walk(schema)
-
-
-def config_schema() -> dict:
-    """The JSON schema of a config file (what `mobiledet config --schema` prints)."""
-    schema = copy.deepcopy(_schema())
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["title"] = "mobiledet pipeline config"
-    schema["description"] = ("Settings of the mobiledet conversion pipeline (a YAML or JSON "
-                             "file); every setting has a default.")
-    return schema
-
-
-def overrides_schema() -> dict:
-    """JSON schema of the DAG's `overrides` param: an object whose keys are top-level settings
-    (a nested object is merged) or dotted key paths ("gates.min_map") to a nested setting. Pass
-    it to Airflow as ``Param({}, **overrides_schema())``. Every value may also be null, which
-    the DAG treats as "not set"."""
-    root = _schema()
-    props: dict = {}
-
-    def nullable(node):
-        node = {k: v for k, v in node.items() if k not in ("default", "title")}
-        return {"anyOf": [node, {"type": "null"}]}
-
-    def add(path, node):
-        props[".".join(path)] = nullable(node)
-        inner, _ = _non_null(node)
-        for key, sub in inner.get("properties", {}).items():
-            add(path + (key,), sub)
-        keys = inner.get("propertyNames", {}).get("enum")
-        if keys and isinstance(inner.get("additionalProperties"), dict):
-            for key in keys:
-                add(path + (key,), inner["additionalProperties"])
-
-    for key, node in root["properties"].items():
-        add((key,), node)
-    # Declared draft-07 (every keyword here means the same there as in 2020-12): Airflow
-    # checks this schema against its metaschema in every task process, twice (at DAG parse
-    # and when it builds the task's params), and the 2020-12 metaschema, split into
-    # $dynamicRef'd vocabularies, takes 45 ms per check on this 15 KB schema; draft-07 8 ms.
-    return {"$schema": "http://json-schema.org/draft-07/schema#",
-            "type": "object", "additionalProperties": False, "properties": props,
-            "description": "config overrides: setting or dotted key path -> value, e.g. "
-                           "{\"gates.min_map\": 0.3, \"threads\": 4}"}
-
-
-# --------------------------------------------------------------------------------------------
-# Loading
-# --------------------------------------------------------------------------------------------
-def read_config_file(path: str) -> dict:
-    """Parse a YAML or JSON config file into a dict (ConfigError names the file and line)."""
-    path = os.path.expanduser(os.fspath(path))
-    if not os.path.isfile(path):
-        raise ConfigError("the config file does not exist.", where=path,
-                          fix="pass the path of a YAML or JSON config file, or none for the "
-                              "defaults.")
-    with open(path, encoding="utf-8") as fh:
-        text = fh.read()
-    ext = os.path.splitext(path)[1].lower()
-    if ext == ".json":
-        try:
-            data = json.loads(text) if text.strip() else {}
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"is not valid JSON: {exc.msg} at line {exc.lineno}, column "
-                              f"{exc.colno}.", where=path, fix="fix the JSON syntax.") from None
-    else:
-        import yaml
-
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            raise ConfigError(f"is not valid YAML{at}: {getattr(exc, 'problem', exc)}.",
-                              where=path, fix="fix the YAML syntax.") from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"the top level must be a mapping of settings, got "
-                          f"{type(data).__name__}.", where=path,
-                          fix="write key: value pairs, e.g. store_uri: ./store.")
-    return data
-
-
-def _nested(extra: Mapping) -> dict:
-    """Dotted keys -> nested mappings: {"gates.min_map": 1} -> {"gates": {"min_map": 1}}."""
-    out: dict = {}
-    for key, value in extra.items():
-        if isinstance(key, str) and "." in key:
-            head, _, rest = key.partition(".")
-            key, value = head, {rest: value}
-        if isinstance(value, Mapping):
-            value = _nested(value)
-        out = _merge(out, {key: value})
-    return out
-
-
-def _merge(base: dict, extra: Mapping) -> dict:
-    out = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = _merge(dict(out[key]), value)
-        else:
-            out[key] = value
-    return out
-
-
-def parse_overrides(pairs) -> dict:
-    """CLI ``--set KEY=VALUE`` pairs -> an overrides dict (VALUE is JSON when it parses, else
-    a string): ["gates.min_map=0.3", "model_name=det"] -> {"gates.min_map": 0.3, ...}."""
-    out = {}
-    for pair in pairs or ():
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"override {pair!r} is not KEY=VALUE.", where="--set",
-                              fix="e.g. --set gates.min_map=0.3")
-        try:
-            out[key] = json.loads(value)
-        except ValueError:
-            out[key] = value
-    return out
-
-
-def load_config(path: str | None = None, *, overrides: Mapping | None = None,
-                environ: Mapping | None = None) -> PipelineConfig:
-    """Load the pipeline config: defaults < file < $MOBILEDET_STORE < overrides (module doc).
-
-    `path` may also be a dict (e.g. Airflow run params used as the whole config). An error
-    names the layer the bad value came from ("overrides: gates.min_map").
-    """
-    environ = os.environ if environ is None else environ
-    if isinstance(path, Mapping):
-        data, source, base_dir = dict(path), "config", None
-    elif path:
-        data, source = read_config_file(path), os.fspath(path)
-        base_dir = os.path.dirname(os.path.abspath(os.path.expanduser(source)))
-    else:
-        data, source, base_dir = {}, "defaults", None
-    data = _nested(data)
-    layers = [(source, data)]
-    if isinstance(data.get("store_uri"), str) and data["store_uri"].strip():
-        data["store_uri"] = _store_uri(data["store_uri"], f"{source}: store_uri", base_dir)
-    env_store = (environ.get(STORE_ENV) or "").strip()
-    if env_store:
-        uri = _store_uri(env_store, f"environment variable {STORE_ENV}", None)
-        layers.append((f"${STORE_ENV}", {"store_uri": uri}))
-        data = _merge(data, {"store_uri": uri})
-    if overrides:
-        if not isinstance(overrides, Mapping):
-            raise ConfigError(f"overrides must be a mapping, got {type(overrides).__name__}.",
-                              where="overrides", fix="pass a dict of settings.")
-        extra = _nested(overrides)
-        layers.append(("overrides", extra))
-        data = _merge(data, extra)
-    if not data.get("store_uri"):
-        data["store_uri"] = _store_uri(DEFAULT_STORE_DIR, "store_uri", None)
-    return _validate(data, layers, None)
