@@ -40,7 +40,9 @@ if CHECKPOINT_STORE:
     SCHEDULE = [Asset(name="mobiledet_checkpoints", uri=CHECKPOINT_STORE, watchers=[
         AssetWatcher(name="mobiledet_checkpoint_landing", trigger=CheckpointLandingTrigger(
             store_uri=CHECKPOINT_STORE, conn_id=deployment.checkpoint_conn_id(),
-            poll_interval=deployment.watch_poll_s()))])]
+            poll_interval=deployment.watch_poll_s(),
+            ledger_store_uri=deployment.artifact_store(), ledger_conn_id="aws_default",
+            model_name=deployment.model_name(), sweep_interval=deployment.sweep_s()))])]
 
 with DAG(
     dag_id="mobiledet_convert",
@@ -70,13 +72,14 @@ with DAG(
 
     @task(**task_args("plan"))
     def plan(params=None, run_id=None, triggering_asset_events=None, ti=None) -> list[dict]:
-        from include.pipeline.steps.plan import checkpoints_from_events, plan as plan_step
+        from include.pipeline.steps.plan import landings_from_events, plan as plan_step
         conf = dict(params)
-        landed = checkpoints_from_events(triggering_asset_events)
-        if landed and not conf.get("checkpoints"):
-            # started by the landing watcher: claim each checkpoint, so a landing reported
-            # twice is converted once
-            conf.update(checkpoints=landed, claim=True)
+        if triggering_asset_events or conf.get("claim"):
+            # started by a landing (or the ledger's safety net): the run claims its work from
+            # the checkpoint ledger; the events and any checkpoints given are only hints
+            landings = landings_from_events(triggering_asset_events)
+            landings += [{"uri": uri} for uri in conf.get("checkpoints") or []]
+            conf.update(reconcile=True, landings=landings, checkpoints=[])
         run = plan_step(conf, run_id).to_dict()
         # The run plan goes under the XCom key "plan", its checkpoints are the return value:
         # Airflow maps only over return values, and a task just to pick the checkpoints out of

@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "include.pipeline_commands",    # run, demo
     "include.pipeline.serve_commands",  # serve
     "include.dashboard.commands",   # dashboard
+    "include.store.commands",       # checkpoints (the ledger), prune
     "include.config_commands",      # config
 )
 

@@ -42,6 +42,8 @@ CHECK_NAMES = ("map_drop", "min_map", "contract", "latency", "edgetpu_mapping", 
 POSTPROCESS_OPS = ("TFLite_Detection_PostProcess", "CUSTOM")
 EDGETPU_STATUSES = ("compiled", "not_installed", "failed", "timeout", "skipped")
 _EPS = 1e-9
+#: below this the metric says the model finds nothing at all
+NOTHING_DETECTED = 0.01
 
 
 @dataclass
@@ -137,9 +139,10 @@ def _check_min_map(m, metric, gates) -> GateCheck:
     if m is None:
         return GateCheck("min_map", False, None, floor, f"no {metric} was measured", "fail")
     ok = m >= floor - _EPS
-    return GateCheck("min_map", ok, _r(m), floor,
-                     f"{metric} {_fmt(m)} {'>=' if ok else '<'} minimum {floor:.3f}",
-                     "pass" if ok else "fail")
+    detail = f"{metric} {_fmt(m)} {'>=' if ok else '<'} minimum {floor:.3f}"
+    if not ok and m < NOTHING_DETECTED:
+        detail += ": the model detects nothing (an untrained or broken checkpoint)"
+    return GateCheck("min_map", ok, _r(m), floor, detail, "pass" if ok else "fail")
 
 
 def _check_contract(entry, gates) -> GateCheck:

@@ -92,7 +92,9 @@ class CheckpointLandingTrigger(BaseEventTrigger):
     def __init__(self, store_uri: str, conn_id: str | None = "aws_default",
                  poll_interval: float = 10.0, error_interval: float = 60.0,
                  known: list[str] | None = None, report_existing: bool = True,
-                 event_spacing: float = 5.0, notify: bool = True):
+                 event_spacing: float = 0.0, notify: bool = True,
+                 ledger_store_uri: str | None = None, ledger_conn_id: str | None = "aws_default",
+                 model_name: str = "mobiledet", sweep_interval: float = 600.0):
         super().__init__()
         self.store_uri = store_uri
         self.conn_id = conn_id
@@ -102,6 +104,13 @@ class CheckpointLandingTrigger(BaseEventTrigger):
         self.report_existing = bool(report_existing)
         self.event_spacing = float(event_spacing)
         self.notify = bool(notify)
+        self.ledger_store_uri = ledger_store_uri
+        self.ledger_conn_id = ledger_conn_id
+        self.model_name = model_name
+        self.sweep_interval = float(sweep_interval)
+        self._ledger: AsyncArtifactStore | None = None
+        self._recorded: set[str] | None = None   # landing ids the ledger held at the start
+        self._last_sweep = time.monotonic()
         self._changes: FolderChanges | None = None
         self._notify_failed = False
         self._seen: set[tuple[str, str]] = set()
@@ -121,6 +130,10 @@ class CheckpointLandingTrigger(BaseEventTrigger):
             "report_existing": self.report_existing,
             "event_spacing": self.event_spacing,
             "notify": self.notify,
+            "ledger_store_uri": self.ledger_store_uri,
+            "ledger_conn_id": self.ledger_conn_id,
+            "model_name": self.model_name,
+            "sweep_interval": self.sweep_interval,
         })
 
     # -- the loop ---------------------------------------------------------------------------
@@ -160,28 +173,97 @@ class CheckpointLandingTrigger(BaseEventTrigger):
                     self._seen.add(item.identity)
                     continue
                 try:
-                    metadata = await self._metadata(loc, item)
-                except MobiledetError as exc:    # e.g. checkpoint.json not readable yet
+                    payload = await self._landing(loc, item)
+                except MobiledetError as exc:    # not readable yet, or the ledger's store
                     self._error(exc, store=False)
                     continue
+                self._seen.add(item.identity)    # consumed before yielding: never fires twice
+                if payload is None:              # known to the ledger, or nothing to convert
+                    continue
                 if self._last_fired is not None and self.event_spacing > 0:
-                    # Airflow 3.3's scheduler starts one run per queued asset change and hands
-                    # it only the events up to that moment: two events in the same instant
-                    # would give one run, and the second checkpoint would wait for the next
-                    # landing. Spaced, each landing starts its own run. Only what is left of
-                    # the spacing is waited: a landing seen a poll later goes at once.
                     wait = self._last_fired + self.event_spacing - time.monotonic()
                     if wait > 0:
                         await asyncio.sleep(wait)
-                self._seen.add(item.identity)    # consumed before yielding: never fires twice
-                payload = landing.event_payload(loc, item, metadata)
                 log.info("checkpoint landed: %s (%s)", payload["checkpoint_uri"], item.kind)
                 yield TriggerEvent(payload)
                 self._last_fired = time.monotonic()   # spacing counts from the hand-over
             # forget landings that are gone, so the set stays as small as the store
             current = {item.identity for item in found}
             self._seen &= current
+            sweep = await self._sweep()
+            if sweep is not None:
+                yield TriggerEvent(sweep)
             await self._until_next_listing(loc)
+
+    # -- the ledger ---------------------------------------------------------------------------
+    async def _landing(self, loc: StoreURI, item: landing.Landed) -> dict | None:
+        """The event payload of a landing, or None when there is nothing to convert. With a
+        ledger the landing is recorded first (once: the ledger's own list of landings is
+        read at start, so a restarted triggerer re-reports nothing), and only new work is
+        an event."""
+        if not self.ledger_store_uri:
+            return landing.event_payload(loc, item, await self._metadata(loc, item))
+        from include.store.ledger import Ledger, landing_id
+
+        uri = loc.join(item.key).uri
+        tag = landing.landing_tag(item)
+        if self._recorded is None:
+            self._recorded = await self._ledger_call(lambda ledger: ledger.seen())
+        if landing_id(uri, tag) in self._recorded:
+            return None
+        invalid, metadata = None, {}
+        try:
+            metadata = await self._metadata(loc, item)
+        except StoreError:
+            raise                               # the store, not the checkpoint: next poll
+        except MobiledetError as exc:           # an unreadable or invalid checkpoint.json
+            invalid = str(exc)
+
+        def record(ledger: Ledger):
+            return ledger.record_landing(
+                uri=uri, tag=tag, kind=item.kind, marker=loc.join(item.marker).uri,
+                metadata=metadata, fingerprint=metadata.get("fingerprint"),
+                created=metadata.get("created"), invalid=invalid)
+        found, new = await self._ledger_call(record)
+        if invalid:
+            log.error("checkpoint landing watcher: %s is recorded failed in the ledger: %s",
+                      uri, invalid)
+        if not new:
+            return None
+        return dict(landing.event_payload(loc, item, metadata), ledger_id=found["id"])
+
+    async def _ledger_call(self, work):
+        from include.store.ledger import Ledger
+
+        if self._ledger is None:
+            self._ledger = AsyncArtifactStore(self.ledger_store_uri, conn_id=self.ledger_conn_id)
+        return await self._ledger.run(lambda store: work(Ledger(store, self.model_name)))
+
+    async def _sweep(self) -> dict | None:
+        """The safety net: every `sweep_interval` seconds, an event when the ledger holds work
+        no run is doing (a landing no run claimed, a retry whose backoff passed, a claim whose
+        run's lease expired), so a dropped or folded event strands nothing."""
+        if not self.ledger_store_uri or self.sweep_interval <= 0 or \
+                time.monotonic() - self._last_sweep < self.sweep_interval:
+            return None
+        self._last_sweep = time.monotonic()
+
+        def claimable(ledger) -> list[str]:
+            out = []
+            for rid in ledger.open_ids():
+                record = ledger.get(rid)
+                if record and ledger.claimable(record):
+                    out.append(rid)
+            return out
+        try:
+            ids = await self._ledger_call(claimable)
+        except MobiledetError as exc:
+            self._error(exc, store=False)
+            return None
+        if not ids:
+            return None
+        log.info("checkpoint ledger: %d checkpoint(s) wait for a run; starting one", len(ids))
+        return {"sweep": True, "claimable": ids[:50]}
 
     # -- waiting between listings ----------------------------------------------------------
     async def _until_next_listing(self, loc: StoreURI) -> None:

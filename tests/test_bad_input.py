@@ -39,6 +39,58 @@ def _missing_checkpoint_json(tmp):
     describe_source(ckpt)
 
 
+def _edited_checkpoint_json(tmp, **changes):
+    """A checkpoint whose checkpoint.json was edited by hand; the landing watcher and the plan
+    read it the same way (include/mobiledet/checkpoint_meta.py)."""
+    from include.pipeline.steps.plan import describe_source
+
+    ckpt = make_checkpoint(tmp / "ckpt", variant="edgetpu")
+    meta = json.loads((ckpt / "checkpoint.json").read_text())
+    for key, value in changes.items():
+        if value is _DROP:
+            meta.pop(key)
+        else:
+            meta[key] = value
+    (ckpt / "checkpoint.json").write_text(json.dumps(meta))
+    describe_source(ckpt)
+
+
+_DROP = object()
+
+
+def _fingerprint_a_number(tmp):
+    _edited_checkpoint_json(tmp, fingerprint=12345678901)
+
+
+def _fingerprint_missing(tmp):
+    _edited_checkpoint_json(tmp, fingerprint=_DROP)
+
+
+def _num_classes_text(tmp):
+    _edited_checkpoint_json(tmp, num_classes="abc")
+
+
+def _input_size_absurd(tmp):
+    _edited_checkpoint_json(tmp, input_size=100000)
+
+
+def _huge_image(tmp):
+    """A 20000 x 20000 PNG (only its header is real): refused before anything is decoded."""
+    import struct
+    import zlib
+
+    from include.data.preprocess import load_image
+
+    def chunk(kind, data):
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+    png = tmp / "panorama.png"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 20000, 20000,
+                                                                        8, 2, 0, 0, 0))
+                    + chunk(b"IEND", b""))
+    load_image(png)
+
+
 def _non_coco_json(tmp):
     from include.data.coco import open_dataset
 
@@ -175,6 +227,16 @@ ROWS = [
      ["'..'", "s3://ckpts/landed/../../other-team/ckpt-9", "Fix:"]),
     ("a dataset with 0 images", _zero_images, "DataError",
      ["0 images", "instances_val.json", "Fix:"]),
+    ("checkpoint.json: a fingerprint that is a number", _fingerprint_a_number,
+     "CheckpointError", ["checkpoint.json", "'fingerprint'", "12345678901", "Fix:"]),
+    ("checkpoint.json: no fingerprint", _fingerprint_missing, "CheckpointError",
+     ["checkpoint.json has no 'fingerprint'", "Fix:"]),
+    ("checkpoint.json: num_classes \"abc\"", _num_classes_text, "CheckpointError",
+     ["'num_classes'", "'abc'", "Fix:"]),
+    ("checkpoint.json: an absurd input size", _input_size_absurd, "CheckpointError",
+     ["'input_size'", "100000", "Fix:"]),
+    ("a 20000 x 20000 image", _huge_image, "DataError",
+     ["panorama.png", "20000 x 20000", "Mpx", "Fix:"]),
 ]
 
 

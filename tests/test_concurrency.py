@@ -191,24 +191,26 @@ def test_pointers_move_forward_only_under_a_race(store):
 
 def test_one_claim_per_checkpoint_among_racing_runs(store):
     """A landing reported N times (the trigger fired again, the triggerer restarted, two
-    triggerers) starts N runs: exactly one claims the checkpoint; a retry of that run finds
-    its own claim; the others see who holds it."""
-    from include.config import load_config
-    from include.pipeline.steps.plan import claim_checkpoint
+    triggerers) starts N runs: exactly one claims the checkpoint in the ledger; a retry of
+    that run finds its own claim; the others see who holds it."""
+    from include.store.ledger import Ledger
 
-    config = load_config(overrides={"store_uri": store.base_uri, "conn_id": store.conn_id})
+    ledger = Ledger(store, "mobiledet")
+    ledger.record_landing(uri="s3://ckpts/edgetpu-qat", tag="t1", kind="checkpoint",
+                          fingerprint="f" * 64)
     barrier = threading.Barrier(N, timeout=60)
 
     def one(i):
         barrier.wait()
-        return claim_checkpoint(config, "f" * 64, "s3://ckpts/edgetpu-qat", f"run-{i}")
+        return [r["run_id"] for r in ledger.claim(f"run-{i}")]
 
     with ThreadPoolExecutor(N) as pool:
         holders = list(pool.map(one, range(N), timeout=120))
-    assert len(set(holders)) == 1
-    winner = holders[0]
-    assert claim_checkpoint(config, "f" * 64, "s3://ckpts/edgetpu-qat", winner) == winner
-    assert store.read_json(f"claims/mobiledet/{'f' * 64}.json")["run_id"] == winner
+    winners = [h for h in holders if h]
+    assert len(winners) == 1 and len(set(sum(holders, []))) == 1
+    [[winner]] = winners
+    assert [r["run_id"] for r in ledger.claim(winner)] == [winner]
+    assert store.read_json(f"ledger/mobiledet/records/{'f' * 64}.json")["run_id"] == winner
 
 
 def test_landed_checkpoints_from_watcher_and_s3_notifications():

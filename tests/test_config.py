@@ -35,7 +35,8 @@ def test_defaults_work_out_of_the_box(tmp_path, monkeypatch):
     assert g.metric == "AP50" and g.max_map_drop == DEFAULT_MAX_MAP_DROP
     assert g.max_map_drop == {"float32": 0.0, "dynamic": 0.02, "float16": 0.01, "int8": 0.05,
                               "uint8": 0.05}
-    assert (g.min_map, g.require_contract, g.max_latency_ms) == (0.0, True, None)
+    # a model that detects nothing (AP50 under 0.01) is rejected by default
+    assert (g.min_map, g.require_contract, g.max_latency_ms) == (0.01, True, None)
     assert (g.require_edgetpu_mapped, g.require_edgetpu_compiler) == (True, False)
     assert g.regression_tolerance == 0.02
     assert cfg.warnings == ()

@@ -645,3 +645,37 @@ def test_an_empty_or_missing_store_says_so(tmp_path):
     assert "no runs in this store yet" in c.get("/runs").text
     assert c.get("/diff").status_code == 404
     assert not (tmp_path / "not-there").exists()
+
+
+def test_a_symlink_inside_the_store_to_a_file_outside_is_not_served(tmp_path):
+    """`ln -s /etc/passwd` under a model folder: the standalone dashboard served it."""
+    from fastapi.testclient import TestClient
+
+    from include.dashboard.app import create_app
+    from include.dashboard.reader import StoreReader
+    from include.dashboard.synthetic import make_releases
+
+    store_dir = tmp_path / "store"
+    make_releases(str(store_dir), 1)
+    secret = tmp_path / "outside-the-store.txt"
+    secret.write_text("root:x:0:0")
+    (store_dir / "mobiledet" / "passwd").symlink_to(secret)
+    (store_dir / "mobiledet" / "inside.json").symlink_to(store_dir / "mobiledet" / "latest.json")
+    with TestClient(create_app(StoreReader(str(store_dir)))) as client:
+        bad = client.get("/files/mobiledet/passwd")
+        assert bad.status_code == 404 and "root:" not in bad.text
+        assert client.get("/files/mobiledet/inside.json").status_code == 200
+
+
+def test_the_reader_cache_stays_bounded_whatever_run_ids_are_asked(tmp_path):
+    """20,000 distinct run ids asked for: the per-key cache used to grow by one entry each."""
+    import uuid
+
+    from include.dashboard.reader import TIMED_ENTRIES, StoreReader
+    from include.dashboard.synthetic import make_releases
+
+    make_releases(str(tmp_path / "store"), 1)
+    reader = StoreReader(str(tmp_path / "store"))
+    for _ in range(20000):
+        reader.run_summary("r" + uuid.uuid4().hex)
+    assert len(reader._timed) <= TIMED_ENTRIES

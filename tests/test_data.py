@@ -502,3 +502,30 @@ def test_cli_data_synth_and_check(tmp_path, capsys):
     assert args.func(args) == 0
     text = capsys.readouterr().out
     assert "split" in text and "train" in text and "circle" in text
+
+
+def test_data_check_counts_boxes_of_negative_size(tmp_path, capsys):
+    """A COCO box with a negative or zero width or height is dropped by training and
+    evaluation; `data check` used to say OK about it."""
+    from include.data import commands
+    from include.data.synth import synthesize
+
+    synthesize(tmp_path / "d", 6, size=64, seed=0, val_fraction=0.5)
+    ann = tmp_path / "d" / "annotations" / "instances_val.json"
+    doc = json.loads(ann.read_text())
+    doc["annotations"][0]["bbox"][2] = -5.0
+    doc["annotations"][1]["bbox"][3] = 0
+    ann.write_text(json.dumps(doc))
+    parser = argparse.ArgumentParser(prog="mobiledet")
+    sub = parser.add_subparsers(dest="command")
+    commands.register(sub)
+    args = parser.parse_args(["data", "check", str(tmp_path / "d"), "--split", "val"])
+    assert args.func(args) == 0
+    text = capsys.readouterr().out
+    bad = [doc["annotations"][0]["id"], doc["annotations"][1]["id"]]
+    assert ": OK" not in text and "2 annotation(s) have a box of zero or negative" in text
+    assert f"annotation ids {bad[0]}, {bad[1]}" in text and "Fix:" in text
+    args = parser.parse_args(["data", "check", str(tmp_path / "d"), "--split", "val", "--json"])
+    args.func(args)
+    out = json.loads(capsys.readouterr().out)
+    assert out["degenerate_boxes"] == 2 and out["degenerate_annotation_ids"] == bad

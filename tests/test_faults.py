@@ -26,7 +26,8 @@ import pytest
 from models import make_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
-FAST = {"calibration_count": 4, "benchmark_runs": 2, "benchmark_warmup": 0, "threads": 1}
+FAST = {"calibration_count": 4, "benchmark_runs": 2, "benchmark_warmup": 0, "threads": 1,
+        "gates.min_map": 0}   # tiny one-step checkpoints detect nothing: the floor off
 FP = "sha256:" + "badc0de0" * 8
 T0 = datetime(2026, 11, 29, 8, 0, tzinfo=timezone.utc)
 
@@ -392,3 +393,75 @@ def test_killed_edgetpu_task_stops_its_compiler(tmp_path, monkeypatch):
     assert done["result"].status in ("failed", "timeout")
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+# ------------------------------------------------------------------------------------------
+# The publish never deletes a file a manifest may name; the retry reconciles
+# ------------------------------------------------------------------------------------------
+def test_a_failure_after_the_manifest_was_created_keeps_the_release_files(store, monkeypatch):
+    """The conditional create writes the manifest, then something fails (the read-back, a
+    timeout): the files the manifest names stay, and the retry finishes the release as its own
+    (status published, so the attempt that completes the publish emits its asset events)."""
+    from include.errors import StoreError
+    from include.store import make_version, pointer, publish_release as publish, read_manifest
+
+    version = make_version(FP, T0)
+    arts = _artifacts(store, "run-b")
+    real = store.create_bytes
+
+    def create_then_fail(data, key):
+        real(data, key)
+        raise StoreError("read timeout after the PUT", where=key, fix="retry")
+
+    monkeypatch.setattr(store, "create_bytes", create_then_fail)
+    with pytest.raises(StoreError, match="read timeout"):
+        publish(store, "mobiledet", version, arts, {"checkpoint_fingerprint": FP},
+                publisher="run-b")
+    monkeypatch.setattr(store, "create_bytes", real)
+    manifest = read_manifest(store, "mobiledet", version)
+    assert _only_release_files(store, version, manifest)          # nothing it names is gone
+    retry = publish(store, "mobiledet", version, arts, {"checkpoint_fingerprint": FP},
+                    publisher="run-b")
+    assert retry.status == "published" and retry.winner == "run-b"
+    assert pointer(store, "mobiledet", "cpu", "int8")["version"] == version
+    for f in manifest["files"]:
+        assert store.sha256(f"mobiledet/{version}/{f['path']}") == f["sha256"]
+
+
+def test_a_lost_create_answer_is_not_read_as_losing(store, monkeypatch):
+    """s3fs retries a PutObject after a socket timeout; when the first PUT had landed, the
+    retry's 412 said "lost" and the publisher dropped the folder its own manifest names."""
+    from include.store import make_version, publish_release as publish, read_manifest
+
+    version = make_version(FP, T0)
+    arts = _artifacts(store, "run-c")
+    real = store.create_bytes
+
+    def put_landed_but_answer_lost(data, key):
+        real(data, key)
+        return False    # what the retried PUT's 412 reads as
+
+    monkeypatch.setattr(store, "create_bytes", put_landed_but_answer_lost)
+    result = publish(store, "mobiledet", version, arts, {"checkpoint_fingerprint": FP},
+                     publisher="run-c")
+    assert result.status == "published" and result.winner == "run-c"
+    assert _only_release_files(store, version, read_manifest(store, "mobiledet", version))
+
+
+def test_latest_means_the_newest_checkpoint_not_the_last_run_to_finish(store):
+    """An older checkpoint whose run finishes later (a re-run) never becomes `latest`."""
+    from datetime import timedelta
+
+    from include.store import latest, make_version, pointer, publish_release as publish
+
+    new_fp, old_fp = "sha256:" + "1" * 64, "sha256:" + "2" * 64
+    newer = make_version(new_fp, T0)
+    older = make_version(old_fp, T0 - timedelta(days=3))
+    publish(store, "mobiledet", newer, _artifacts(store, "run-new"),
+            {"checkpoint_fingerprint": new_fp}, publisher="run-new", created=T0)
+    late = publish(store, "mobiledet", older, _artifacts(store, "run-old"),
+                   {"checkpoint_fingerprint": old_fp}, publisher="run-old",
+                   created=T0 - timedelta(days=3))
+    assert late.status == "published" and not late.latest_moved
+    assert latest(store, "mobiledet")["version"] == newer
+    assert pointer(store, "mobiledet", "cpu", "int8")["version"] == newer

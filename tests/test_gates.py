@@ -40,7 +40,7 @@ def test_all_pass_and_every_check_is_recorded():
     assert data["metric"] == "AP50" and data["map"] == 0.4
     drop = d.check("map_drop")
     assert (drop.value, drop.threshold, drop.status) == (0.03, 0.05, "pass")
-    assert d.check("min_map").status == "off"
+    assert d.check("min_map").status == "pass"   # the default floor 0.01 is on
     assert d.check("latency").status == "off" and d.check("latency").value == 12.5
     assert d.check("edgetpu_mapping").status == "not_applicable"
     assert d.check("regression").status == "no_baseline"
@@ -78,6 +78,18 @@ def test_map_missing_or_reference_missing_fails():
     _json_roundtrip(d)
     d = evaluate_gates(entry(reference_map=None), CFG)
     assert not d.check("map_drop").passed and "reference" in d.check("map_drop").detail
+
+
+def test_a_model_that_detects_nothing_is_rejected_by_default():
+    """AP50 0.000 (an untrained or broken checkpoint) used to pass with min_map 0 and become
+    `latest`; the default floor rejects it with a reason a person understands, and
+    gates.min_map: 0 turns the floor off."""
+    d = evaluate_gates(entry(map=0.0, reference_map=0.0), GateConfig(), None)
+    assert not d.passed and d.check("min_map").status == "fail"
+    assert any("detects nothing" in r and "untrained or broken checkpoint" in r
+               for r in d.reasons), d.reasons
+    assert evaluate_gates(entry(map=0.0, reference_map=0.0), GateConfig(min_map=0),
+                          None).check("min_map").status == "off"
 
 
 def test_min_map_pass_and_fail():

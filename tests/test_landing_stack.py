@@ -37,7 +37,8 @@ CONVERT = "mobiledet_convert"
 LANDING_WINDOW_S = 60
 RUN_TIMEOUT_S = 420
 CONFIG = {"precisions": {"edgetpu": {"float": ["float32"]}, "cpu": ["float32"]},
-          "calibration_count": 4, "benchmark_runs": 3, "benchmark_warmup": 1, "threads": 1}
+          "calibration_count": 4, "benchmark_runs": 3, "benchmark_warmup": 1, "threads": 1,
+          "gates": {"min_map": 0}}   # tiny one-step checkpoints detect nothing: the floor off
 
 pytestmark = pytest.mark.slow
 

@@ -140,14 +140,19 @@ def test_serialize_mirrors_init_and_round_trips():
     t = CheckpointLandingTrigger(store_uri="s3://bucket/ckpts")
     assert t.serialize() == ("operators.triggers.CheckpointLandingTrigger", {
         "store_uri": "s3://bucket/ckpts", "conn_id": "aws_default", "poll_interval": 10.0,
-        "error_interval": 60.0, "known": None, "report_existing": True, "event_spacing": 5.0,
-        "notify": True})
+        "error_interval": 60.0, "known": None, "report_existing": True, "event_spacing": 0.0,
+        "notify": True, "ledger_store_uri": None, "ledger_conn_id": "aws_default",
+        "model_name": "mobiledet", "sweep_interval": 600.0})
     t2 = CheckpointLandingTrigger("/data/ckpts", conn_id=None, poll_interval=2,
-                                  error_interval=30, known=["a/b"], report_existing=False)
+                                  error_interval=30, known=["a/b"], report_existing=False,
+                                  ledger_store_uri="s3://models/m", model_name="det",
+                                  sweep_interval=60)
     classpath, kwargs = t2.serialize()
     assert kwargs == {"store_uri": "/data/ckpts", "conn_id": None, "poll_interval": 2.0,
                       "error_interval": 30.0, "known": ["a/b"], "report_existing": False,
-                      "event_spacing": 5.0, "notify": True}
+                      "event_spacing": 0.0, "notify": True, "ledger_store_uri": "s3://models/m",
+                      "ledger_conn_id": "aws_default", "model_name": "det",
+                      "sweep_interval": 60.0}
     json.dumps(kwargs)                                    # JSON-safe
     again = CheckpointLandingTrigger(**kwargs)
     assert again.serialize() == (classpath, kwargs)
@@ -507,3 +512,86 @@ def test_unreachable_endpoint_and_missing_connection(s3_server, caplog, monkeypa
 def test_unusable_store_uri_logs_and_keeps_running(caplog):
     errors = _errors_over(_trigger("ftp://host/ckpts", error_interval=60), 0.3, caplog)
     assert len(errors) == 1 and "unsupported storage scheme 'ftp'" in errors[0], errors
+
+
+# ------------------------------------------------------------------------------------------
+# with the checkpoint ledger: landings recorded once, a restart re-reports nothing, a sweep
+# ------------------------------------------------------------------------------------------
+def test_with_a_ledger_a_restarted_watcher_reports_only_new_landings(tmp_path):
+    """1,000 checkpoints already recorded in the ledger: a new trigger (a restarted
+    triggerer) lists the store and the ledger's landings once, reports none of them, and
+    reports a new landing at once (measured: what that costs is printed)."""
+    from include.pipeline.landing import landing_tag, landed_checkpoints
+    from include.store import ArtifactStore
+    from include.store.ledger import Ledger
+
+    ckpts, models = tmp_path / "ckpts", tmp_path / "models"
+    n = 1000
+    for i in range(n):
+        (ckpts / f"c{i}").mkdir(parents=True)
+        (ckpts / f"c{i}" / "checkpoint.json").write_text(json.dumps(_meta(fp=f"{i:064x}")))
+    ledger = Ledger(ArtifactStore(str(models)), "mobiledet")
+    store = ArtifactStore(str(ckpts))
+    started = time.monotonic()
+    for item in landed_checkpoints(store.list_entries("")):
+        ledger.record_landing(uri=store.uri(item.key), tag=landing_tag(item), kind=item.kind,
+                              fingerprint=str(int(item.key[1:])).zfill(64))
+    print(f"\nrecording {n} landings took {time.monotonic() - started:.1f} s")
+
+    async def scenario(d):
+        await d.quiet(1.0)                       # the 1,000 are not reported again
+        (ckpts / "new").mkdir()
+        (ckpts / "new" / "checkpoint.json").write_text(json.dumps(_meta(fp="9" * 64)))
+        landed = time.monotonic()
+        ev = await d.next()
+        assert ev["checkpoint_uri"] == "file://" + str(ckpts / "new") and ev["ledger_id"]
+        print(f"new landing reported {time.monotonic() - landed:.2f} s after it landed")
+
+    trigger = _trigger(str(ckpts), ledger_store_uri=str(models), sweep_interval=0)
+    started = time.monotonic()
+    drive(trigger, scenario)
+    assert Ledger(ArtifactStore(str(models)), "mobiledet").get("9" * 64)["state"] == "landed"
+
+
+def test_with_a_ledger_an_invalid_checkpoint_json_is_failed_and_not_an_event(tmp_path, caplog):
+    from include.store import ArtifactStore
+    from include.store.ledger import Ledger
+
+    ckpts, models = tmp_path / "ckpts", tmp_path / "models"
+    (ckpts / "bad").mkdir(parents=True)
+    (ckpts / "bad" / "checkpoint.json").write_text(json.dumps(dict(_meta(), fingerprint=123)))
+
+    async def scenario(d):
+        await d.quiet(0.8)
+        (ckpts / "good").mkdir()
+        (ckpts / "good" / "checkpoint.json").write_text(json.dumps(_meta(fp="7" * 64)))
+        assert (await d.next())["checkpoint_uri"].endswith("/good")
+
+    with caplog.at_level(logging.ERROR, logger=LOGGER):
+        drive(_trigger(str(ckpts), ledger_store_uri=str(models), sweep_interval=0), scenario)
+    [bad] = [r for r in Ledger(ArtifactStore(str(models)), "mobiledet").records()
+             if r["state"] == "failed"]
+    assert "fingerprint" in bad["reason"] and bad["id"].startswith("bad-")
+    assert any("recorded failed in the ledger" in r.getMessage() for r in caplog.records)
+
+
+def test_the_sweep_starts_a_run_for_work_no_run_took(tmp_path):
+    """A landing whose event was dropped (or folded by the scheduler) is still `landed` in the
+    ledger: the watcher's safety net emits an event for it; nothing claimable, no event."""
+    from include.store import ArtifactStore
+    from include.store.ledger import Ledger
+
+    ckpts, models = tmp_path / "ckpts", tmp_path / "models"
+    ckpts.mkdir()
+    ledger = Ledger(ArtifactStore(str(models)), "mobiledet")
+
+    async def scenario(d):
+        await d.quiet(0.6)                       # nothing in the ledger: no sweep event
+        ledger.record_landing(uri="s3://elsewhere/x", tag="t", kind="checkpoint",
+                              fingerprint="5" * 64)
+        ev = await d.next()
+        assert ev["sweep"] and ev["claimable"] == ["5" * 64]
+        ledger.claim("run-1")                    # a run took it: the sweep stays quiet
+        await d.quiet(0.6)
+
+    drive(_trigger(str(ckpts), ledger_store_uri=str(models), sweep_interval=0.2), scenario)

@@ -43,13 +43,13 @@ from include.config.files import (config_schema, load_config, overrides_schema, 
 from include.config.model import (ACCELERATOR_VARIANTS, CHECKPOINT_KINDS, DEFAULT_CONN_ID,
                                   DEFAULT_MATRIX, DEFAULT_MAX_MAP_DROP, DEFAULT_MODEL_NAME,
                                   DEFAULT_STORE_DIR, EDGETPU_GATE_MODES, GATE_METRICS,
-                                  PRECISIONS, STORE_ENV, DeviceConfig, GateConfig,
-                                  PipelineConfig, PrecisionsPerKind, check_precisions,
+                                  MIN_MAP_FLOOR, PRECISIONS, STORE_ENV, DeviceConfig,
+                                  GateConfig, LedgerConfig, PipelineConfig, RetentionConfig, PrecisionsPerKind, check_precisions,
                                   default_precisions, store_setting)
 
 __all__ = ["ACCELERATOR_VARIANTS", "CHECKPOINT_KINDS", "DEFAULT_CONN_ID", "DEFAULT_MATRIX",
            "DEFAULT_MAX_MAP_DROP", "DEFAULT_MODEL_NAME", "DEFAULT_STORE_DIR",
-           "EDGETPU_GATE_MODES", "GATE_METRICS", "PRECISIONS", "STORE_ENV", "DeviceConfig",
-           "GateConfig", "PipelineConfig", "PrecisionsPerKind", "check_precisions",
+           "EDGETPU_GATE_MODES", "GATE_METRICS", "MIN_MAP_FLOOR", "PRECISIONS", "STORE_ENV",
+           "DeviceConfig", "GateConfig", "LedgerConfig", "PipelineConfig", "RetentionConfig", "PrecisionsPerKind", "check_precisions",
            "config_schema", "default_precisions", "load_config", "overrides_schema",
            "parse_overrides", "read_config_file", "store_setting"]

@@ -27,6 +27,8 @@ STORE_ENV = "MOBILEDET_STORE"
 DEFAULT_STORE_DIR = "mobiledet-store"
 DEFAULT_CONN_ID = "aws_default"
 DEFAULT_MODEL_NAME = "mobiledet"
+#: the gates' default floor on the metric: below it a model detects nothing
+MIN_MAP_FLOOR = 0.01
 
 _NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 
@@ -208,8 +210,9 @@ class GateConfig(_Model):
 
     `metric` names the COCO metric the gates read (AP50 by default; AP is AP@[.5:.95]).
     `max_map_drop[precision]`: allowed absolute drop of that metric against the run's float32
-    reference (a partial mapping is merged with the defaults). `min_map`: floor on the metric
-    (0 = off). `max_latency_ms`: None = off. `require_edgetpu_mapped`: every op but the SSD
+    reference (a partial mapping is merged with the defaults). `min_map`: floor on the metric;
+    the default 0.01 rejects a model that detects nothing (an untrained or broken checkpoint),
+    0 turns it off. `max_latency_ms`: None = off. `require_edgetpu_mapped`: every op but the SSD
     post-process must map to the Edge TPU. `edgetpu`: who decides that: ``auto`` the compiler
     where installed, else the offline prediction; ``compiler`` (a missing compiler fails;
     `require_edgetpu_compiler` is the old spelling of this); ``prediction``; ``off``.
@@ -227,7 +230,8 @@ class GateConfig(_Model):
         description="allowed absolute drop of the metric against the run's float32 reference, "
                     "per precision; merged with the defaults "
                     + json.dumps(DEFAULT_MAX_MAP_DROP))
-    min_map: Fraction = Field(0.0, description="floor on the metric (0 = off)")
+    min_map: Fraction = Field(MIN_MAP_FLOOR, description="floor on the metric (default 0.01: a "
+                              "model that detects nothing is rejected; 0 = off)")
     require_contract: bool = Field(True, description="the output contract must hold")
     max_latency_ms: Annotated[Optional[Annotated[float, Field(gt=0.0, allow_inf_nan=False)]],
                               BeforeValidator(_none_words)] = Field(
@@ -256,6 +260,35 @@ class GateConfig(_Model):
 
     def to_dict(self) -> dict:
         return self.model_dump(mode="json")
+
+
+class LedgerConfig(_Model):
+    """How runs take work from the checkpoint ledger (include/store/ledger.py)."""
+
+    _where: ClassVar[tuple] = ("ledger",)
+
+    batch_size: Count = Field(8, description="checkpoints one run claims at most")
+    max_attempts: Count = Field(3, description="conversions of one checkpoint before it is "
+                                               "failed for good")
+    lease_s: Annotated[float, Field(gt=0.0, allow_inf_nan=False), BeforeValidator(_no_bool)] = \
+        Field(7200.0, description="seconds a run holds its claim; a run that dies frees it then")
+    backoff_s: Annotated[float, Field(ge=0.0, allow_inf_nan=False), BeforeValidator(_no_bool)] = \
+        Field(60.0, description="wait before retrying a transient failure (doubling)")
+
+
+class RetentionConfig(_Model):
+    """What housekeeping keeps (`mobiledet prune`, the mobiledet_housekeeping DAG). A release
+    that a pointer or channel names, or that is yanked, is always kept."""
+
+    _where: ClassVar[tuple] = ("retention",)
+
+    keep_releases: Count = Field(10, description="newest releases kept per model")
+    keep_runs_days: Annotated[float, Field(ge=0.0, allow_inf_nan=False),
+                              BeforeValidator(_no_bool)] = Field(
+        7.0, description="days a finished run's intermediate files are kept")
+    keep_failures_days: Annotated[float, Field(ge=0.0, allow_inf_nan=False),
+                                  BeforeValidator(_no_bool)] = Field(
+        30.0, description="days a run's failure records are kept")
 
 
 _SERIAL_PATTERN = r"^\S+$"
@@ -350,6 +383,10 @@ class PipelineConfig(_Model):
     devices: Annotated[list[DeviceConfig], AfterValidator(_unique_devices)] = Field(
         default_factory=list, description="phones benchmarked over adb (none: no device "
                                           "benchmarks)")
+    ledger: LedgerConfig = Field(default_factory=LedgerConfig,
+                                 description="how runs take work from the checkpoint ledger")
+    retention: RetentionConfig = Field(default_factory=RetentionConfig,
+                                       description="what housekeeping keeps")
 
     _warnings: tuple = PrivateAttr(())
 

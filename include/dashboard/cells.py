@@ -32,6 +32,9 @@ class LRU:
     def __contains__(self, key) -> bool:
         return key in self._data
 
+    def __len__(self) -> int:
+        return len(self._data)
+
     def put(self, key, value) -> None:
         self._data[key] = value
         self._data.move_to_end(key)

@@ -36,6 +36,10 @@ from include.errors import StoreError
 from include.store import layout
 from include.store.layout import RESERVED_TOP
 
+#: cached listings, pointers and JSON files (each request for another key adds one)
+TIMED_ENTRIES = 4096
+
+
 class StoreReader(ReleasePages, RunPages):
     """Cached, read-only access to the releases and runs of one artifact store."""
 
@@ -51,7 +55,8 @@ class StoreReader(ReleasePages, RunPages):
         self.clock = clock
         self._lock = threading.RLock()
         self._immutable = LRU(20000)   # key -> parsed JSON, for keys never rewritten
-        self._timed: dict[Any, tuple[float, Any]] = {}
+        # (key) -> (when, value), bounded: a request for any run id or key adds one entry
+        self._timed = LRU(TIMED_ENTRIES)
         self._views = LRU(256)         # (view, state key) -> built view
         self.stats = {"manifest_reads": 0, "lists": 0, "pointer_reads": 0}
 
@@ -64,7 +69,7 @@ class StoreReader(ReleasePages, RunPages):
                 return hit[1]
         value = make()
         with self._lock:
-            self._timed[key] = (self.clock(), value)
+            self._timed.put(key, (self.clock(), value))
         return value
 
     def _json_forever(self, key: str) -> Any:
@@ -299,7 +304,16 @@ class StoreReader(ReleasePages, RunPages):
         from include.dashboard.safety import check_key
 
         key = check_key(key, self.file_roots())
-        if not self.store.is_file(key):
+        if not self.store.is_file(key) or not self._inside_store(key):
             raise NotFound(f"{key!r} is not in the store.", where=self.store.uri(key),
                            fix="follow a link from a release or run page.")
         return self.store.get_bytes(key)
+
+    def _inside_store(self, key: str) -> bool:
+        """A local store's file, resolved (symlinks followed), is still inside the store: a
+        link under a model folder to /etc/passwd is not served."""
+        if not self.store.local:
+            return True
+        import os
+        root = os.path.realpath(self.store.where.path)
+        return os.path.realpath(self.store.location(key).path).startswith(root + os.sep)

@@ -274,11 +274,21 @@ class CocoDataset:
         picked = np.random.default_rng(seed).choice(len(ids), size=int(n), replace=False)
         return [ids[i] for i in sorted(picked.tolist())]
 
+    def degenerate_boxes(self) -> list[int]:
+        """Ids of the annotations whose box has a zero or negative width or height: training
+        and evaluation drop them (`targets`), so a dataset check must say so."""
+        boxes = self._ann_boxes.reshape(-1, 4)
+        bad = np.nonzero((boxes[:, 2] <= 0) | (boxes[:, 3] <= 0))[0]
+        return [int(self._annotations[i]["id"]) for i in bad]
+
     def summary(self) -> dict[str, Any]:
         crowd = sum(1 for a in self._annotations if a.get("iscrowd", 0))
+        degenerate = self.degenerate_boxes()
         return {"annotation_file": str(self.annotation_file), "image_dir": str(self.image_dir),
                 "split": self.split, "images": len(self.images),
                 "annotations": len(self._annotations), "crowd_annotations": crowd,
+                "degenerate_boxes": len(degenerate),
+                "degenerate_annotation_ids": degenerate[:20],
                 "num_classes": self.num_classes, "class_names": self.class_names}
 
 

@@ -76,8 +76,15 @@ def run_check(args: argparse.Namespace) -> int:
     if args.json:
         print_json(summary)
         return 0
-    print(f"{ds.annotation_file}: OK ({len(ds)} images, {summary['annotations']} annotations, "
-          f"{summary['crowd_annotations']} crowd; images in {ds.image_dir})")
+    bad = summary["degenerate_boxes"]
+    print(f"{ds.annotation_file}: {'OK' if not bad else 'usable, with a problem'} ({len(ds)} "
+          f"images, {summary['annotations']} annotations, {summary['crowd_annotations']} crowd; "
+          f"images in {ds.image_dir})")
+    if bad:
+        ids = ", ".join(map(str, summary["degenerate_annotation_ids"]))
+        print(f"WARNING: {bad} annotation(s) have a box of zero or negative width or height "
+              f"(annotation ids {ids}{', ...' if bad > 20 else ''}); training and evaluation "
+              "drop them. Fix: correct their bbox [x, y, width, height] or remove them.")
     rows = [(i, ds.class_to_category_id(i), name) for i, name in enumerate(ds.class_names)]
     print(format_table(rows, ["class", "category id", "name"]))
     print(f"fingerprint: {summary['fingerprint']}")

@@ -39,9 +39,12 @@ from include.errors import DataError
 
 ImageLike = Union[np.ndarray, str, os.PathLike]
 
-# Pillow images wider than this many pixels trigger a "decompression bomb" check; a detection
-# dataset can hold large images, so the limit is raised rather than turned off.
-Image.MAX_IMAGE_PIXELS = 20000 * 20000
+# The largest image decoded (an 8K frame is 33 Mpx): each is resized to the model's input, but a
+# 20000 x 20000 PNG would take 1.2 GB decoded and about 4 GB on its way through evaluation.
+# Checked from the header before decoding (`load_image`, the project's one decoder), which names
+# the image's size in its error; Pillow's own bomb check would refuse at open without it.
+MAX_DECODED_PIXELS = 64_000_000
+Image.MAX_IMAGE_PIXELS = None
 
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
@@ -64,6 +67,14 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
                             "`CocoDataset.check_files()` lists every missing image.")
     try:
         with Image.open(p) as img:
+            w, h = img.size   # from the header: nothing decoded yet
+            if w * h > MAX_DECODED_PIXELS:
+                raise DataError(
+                    f"the image is {w} x {h} ({w * h / 1e6:.0f} Mpx), more than the "
+                    f"{MAX_DECODED_PIXELS / 1e6:.0f} Mpx this pipeline decodes per image (it "
+                    "would take several GB of memory).", where=str(p),
+                    fix="downscale the image (and its boxes) or remove its image record and "
+                        "annotations from the annotation file.")
             img.load()  # decode now, inside the try: truncated files fail here
             return _to_rgb_array(img)
     except DataError:

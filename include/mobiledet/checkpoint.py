@@ -83,12 +83,15 @@ def read_checkpoint_meta(ckpt_dir) -> dict:
     except (ValueError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{META} is not valid JSON ({exc}).", where=str(meta_path),
                               fix="restore the file or train the checkpoint again.") from None
+    from include.mobiledet.checkpoint_meta import validate_meta
+    if not isinstance(meta, dict):
+        validate_meta(meta, str(meta_path))   # names what it holds instead
     missing = [k for k in ("format", "variant", "num_classes", "input_size", "depth_multiplier",
                            "qat", "label_map", "weights") if k not in meta]
     if missing or meta.get("format") != FORMAT:
         raise CheckpointError(f"not a {FORMAT} file (missing {', '.join(missing) or 'format'}).",
                               where=str(meta_path), fix="train the checkpoint with this version.")
-    return meta
+    return validate_meta(meta, str(meta_path))
 
 
 def verify_weights(ckpt_dir, meta) -> None:

@@ -57,6 +57,31 @@ def evaluation_data(environ=None) -> str:
     return (environ.get("MOBILEDET_DATA") or "").strip()
 
 
+def sweep_s(environ=None) -> float:
+    """Seconds between two looks of the landing watcher at the checkpoint ledger for work no
+    run is doing (MOBILEDET_SWEEP_S, default 600; 0 turns the safety net off)."""
+    environ = os.environ if environ is None else environ
+    try:
+        return max(0.0, float(environ.get("MOBILEDET_SWEEP_S") or 600.0))
+    except ValueError:
+        return 600.0
+
+
+def housekeeping_schedule(environ=None) -> str | None:
+    """The mobiledet_housekeeping DAG's schedule (MOBILEDET_HOUSEKEEPING_SCHEDULE, default
+    @daily; off, none or empty: none)."""
+    environ = os.environ if environ is None else environ
+    raw = environ.get("MOBILEDET_HOUSEKEEPING_SCHEDULE")
+    raw = "@daily" if raw is None else raw.strip()
+    return None if raw.lower() in OFF else raw
+
+
+def model_name(environ=None) -> str:
+    """The model the deployment's runs publish (the config file's model_name)."""
+    from include.config import load_config
+    return load_config(config_file(environ), environ=environ).model_name
+
+
 def config_file(environ=None) -> str | None:
     environ = os.environ if environ is None else environ
     return (environ.get("MOBILEDET_CONFIG") or "").strip() or None

@@ -145,9 +145,9 @@ def checkpoint_metadata(data: bytes, where: str) -> dict:
                               "written, or damaged.", where=where,
                               fix="write checkpoint.json last and in one go (mobiledet train "
                                   "does), or train the checkpoint again.") from None
-    if not isinstance(meta, dict):
-        raise CheckpointError(f"{CHECKPOINT_MARKER} holds a {type(meta).__name__}, not an object.",
-                              where=where, fix="train the checkpoint again with mobiledet train.")
+    from include.mobiledet.checkpoint_meta import validate_meta
+
+    validate_meta(meta, where)   # a wrong type, a missing fingerprint: named, with the fix
     return {k: meta.get(k) for k in METADATA_KEYS}
 
 
@@ -172,6 +172,12 @@ def tfod_metadata(text: str, modified: str | None = None) -> dict:
                 "created": modified}
     except Exception:  # any parse problem: report the landing without metadata
         return {}
+
+
+def landing_tag(landed: Landed) -> str:
+    """What tells two landings at one place apart: the marker's tag (S3 ETag, local mtime)
+    and its modification time (an S3 object written again with the same bytes keeps its ETag)."""
+    return f"{landed.marker_tag}|{landed.modified or ''}"
 
 
 def event_payload(where: StoreURI, landed: Landed, metadata: dict) -> dict:

@@ -62,6 +62,8 @@ class Checkpoint(_Typed):
     precisions: list[Precision]
     #: lineage of an imported checkpoint (a TFOD training step: prefix, step, config sha256)
     lineage: dict[str, Any] = Field(default_factory=dict)
+    #: the checkpoint's ledger record, where the run claimed it there
+    ledger_id: Optional[str] = None
 
     @property
     def input_size(self) -> int | None:
@@ -151,6 +153,12 @@ class RunPlan(_Typed):
     @property
     def conn_id(self) -> str | None:
         return self.config.conn_id
+
+    @cached_property
+    def ledger(self):
+        """The checkpoint ledger of the run's model (include/store/ledger.py)."""
+        from include.store.ledger import Ledger
+        return Ledger(self.store, self.config.model_name, **self.config.ledger.model_dump())
 
     # -- lookups ----------------------------------------------------------------------------
     def checkpoint(self, ckpt_id: str) -> Checkpoint:

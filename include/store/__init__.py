@@ -8,14 +8,16 @@
     releases.py   versions, manifests, the newest comparable release
     pointers.py   consumer pointers (MODEL/latest...)
     manifest.py   the publish protocol
+    baselines.py  the no-regression baseline per (variant, precision, kind, dataset), O(1)
+    ledger.py     the checkpoint ledger: one record per landed checkpoint (the record of work)
 
 Importing this package does not import Airflow; opening a store does.
 """
 from include.store.layout import LATEST, MANIFEST, manifest_key, pointer_key
 from include.store.manifest import PublishResult, clean_version, publish_release
 from include.store.pointers import latest, move_pointers, pointer
-from include.store.releases import (comparable_baseline, last_published, list_versions,
-                                    make_version, read_manifest)
+from include.store.baselines import comparable_baseline
+from include.store.releases import last_published, list_versions, make_version, read_manifest
 from include.store.store import DEFAULT_CONN_ID, ArtifactStore, locate, open_store, sha256_file
 from include.store.transfer import fetch, local_copy, materialize, stage_dir
 from include.store.uri import StoreURI

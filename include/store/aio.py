@@ -13,8 +13,9 @@ import asyncio
 
 from include.store.store import DEFAULT_CONN_ID, ArtifactStore, Entry
 
-#: botocore settings for a watcher: fail in seconds instead of retrying for minutes
-WATCH_S3_OPTIONS = {"connect_timeout": 10, "read_timeout": 30, "retries": {"max_attempts": 1}}
+#: botocore settings for a watcher: fail at once (its own poll is the retry) instead of
+#: retrying with backoff while the next poll waits
+WATCH_S3_OPTIONS = {"connect_timeout": 10, "read_timeout": 30, "retries": {"max_attempts": 0}}
 
 
 class AsyncArtifactStore:
@@ -44,6 +45,19 @@ class AsyncArtifactStore:
             return await asyncio.to_thread(work)
         except Exception:
             self._store = None    # reopen next time: the connection may have been fixed
+            raise
+
+    async def run(self, work, *args):
+        """`work(store, *args)` on the opened store, in a worker thread."""
+        return await self._call_with(work, *args)
+
+    async def _call_with(self, work, *args):
+        def go():
+            return work(self._open(), *args)
+        try:
+            return await asyncio.to_thread(go)
+        except Exception:
+            self._store = None
             raise
 
     async def list_entries(self, prefix: str = "") -> list[Entry]:

@@ -9,7 +9,13 @@
     MODEL/latest.json                           newest release of the model
     MODEL/latest/VARIANT.json                   newest release holding a model of VARIANT
     MODEL/latest/VARIANT/PRECISION.json         newest release of (VARIANT, PRECISION)
-    claims/MODEL/<checkpoint fingerprint>.json  which run converts a landed checkpoint
+    MODEL/baselines/VARIANT/PRECISION/KIND-DATA.json  newest release of (VARIANT, PRECISION)
+                                                from a KIND (float|qat) checkpoint evaluated on
+                                                the dataset DATA: the no-regression baseline
+    ledger/MODEL/records/ID.json                one record per landed checkpoint (the record
+                                                of work: state, attempts, run, reason, version)
+    ledger/MODEL/open/ID                        a record not in a final state (the work queue)
+    ledger/MODEL/seen/LANDING                   a landing (place + bytes) the ledger holds
     runs/RUN/                                   one run's intermediate files:
         RUN/CKPT/export/                          the export folder (tflite_graph.pb, ...)
         RUN/CKPT/PRECISION[-search]/              a model and its checks (metrics.json,
@@ -33,10 +39,11 @@ from include.errors import StoreError
 MANIFEST = "manifest.json"
 LATEST = "latest.json"
 POINTERS = "latest"
-CLAIMS = "claims"
+BASELINES = "baselines"
+LEDGER = "ledger"
 RUNS = "runs"
 #: top-level folders that are not models
-RESERVED_TOP = (RUNS, CLAIMS, POINTERS)
+RESERVED_TOP = (RUNS, LEDGER, POINTERS, "claims")
 COSTS = "costs"
 FAILURES = "failures"
 SEARCH_SUFFIX = "-search"
@@ -110,15 +117,39 @@ def parse_pointer_key(key: str) -> tuple[str | None, str | None] | None:
     return None
 
 
+def baselines_prefix(model: str, variant: str, precision: str) -> str:
+    return "/".join((check_name(model, "model name"), BASELINES, check_name(variant, "variant"),
+                     check_name(precision, "precision")))
+
+
+def baseline_key(model: str, variant: str, precision: str, qat: bool,
+                 data_fingerprint: str | None) -> str:
+    """The no-regression baseline of one (variant, precision, source kind, dataset)."""
+    data = str(data_fingerprint or "none").rpartition(":")[2][:16] or "none"
+    return f"{baselines_prefix(model, variant, precision)}/{'qat' if qat else 'float'}-{data}.json"
+
+
 def published_asset_name(model: str, variant: str, precision: str) -> str:
     """The Airflow asset of a published (model, variant, precision); its URI is the store URI
     of :func:`pointer_key` (model, variant, precision)."""
     return f"mobiledet/{model}/{variant}/{precision}"
 
 
-# -- claims ---------------------------------------------------------------------------------
-def claim_key(model: str, fingerprint: str) -> str:
-    return f"{CLAIMS}/{check_name(model, 'model name')}/{fingerprint}.json"
+# -- the checkpoint ledger ----------------------------------------------------------------
+def ledger_prefix(model: str, part: str) -> str:
+    return f"{LEDGER}/{check_name(model, 'model name')}/{part}"
+
+
+def ledger_record_key(model: str, record_id: str) -> str:
+    return f"{ledger_prefix(model, 'records')}/{check_name(record_id, 'ledger record')}.json"
+
+
+def ledger_open_key(model: str, record_id: str) -> str:
+    return f"{ledger_prefix(model, 'open')}/{check_name(record_id, 'ledger record')}"
+
+
+def ledger_seen_key(model: str, landing_id: str) -> str:
+    return f"{ledger_prefix(model, 'seen')}/{check_name(landing_id, 'landing')}"
 
 
 # -- runs -----------------------------------------------------------------------------------

@@ -9,17 +9,23 @@ its own, so two runs publishing the same checkpoint at once never touch each oth
 Rules
 * ``manifest.json`` is created with a conditional create (``O_EXCL`` semantics on a local disk,
   ``PutObject`` with ``IfNoneMatch="*"`` on S3). Exactly one publisher wins; its manifest names
-  its own folder. A loser deletes its own folder and reports ``already_published`` with the
-  winner's manifest; a publisher of *another* checkpoint under the same version gets a
-  StoreError (a published version is never overwritten).
-* A publisher deletes only its own folder: a retry of the same run first clears what its
-  earlier, interrupted attempt left there. Folders of publishers that died and were never
-  retried are removed by :func:`clean_version` once they are older than a grace period (the
-  winner calls it after every publish).
+  its own folder. A publisher of *another* checkpoint under the same version gets a StoreError
+  (a published version is never overwritten).
+* **Nothing deletes a file a manifest may name.** A publisher deletes only its own folder, and
+  once its conditional create has been tried, only after reading back a manifest whose
+  publisher is another run (that loser then reports ``already_published`` with the winner's
+  manifest). A failure in between (the read-back, a timeout, a PUT whose answer was lost and
+  whose retry got 412) leaves the files: the retry reads the manifest, and a manifest that
+  names this publisher is its own release, finished by the retry and reported ``published``
+  (so the attempt that completes the publish emits its asset events: one set per release).
+  Before the create is tried a retry clears what its earlier attempt left. Folders of
+  publishers that died and were never retried are removed by :func:`clean_version` once they
+  are older than a grace period (the winner calls it after every publish).
 * Every copied file is hashed at the source and again in the store before the manifest is
   created; the manifest records the size and hash of every file.
-* Pointers move only after the manifest exists, only forward (by ``published_at``, then
-  version), each by compare-and-set (:meth:`ArtifactStore.update_json`), so a slow publisher
+* Pointers move only after the manifest exists, only forward (by the checkpoint's creation
+  time, ``checkpoint_created``, then version: ``latest`` is the newest checkpoint, not the run
+  that finished last), each by compare-and-set (:meth:`ArtifactStore.update_json`), so a slow publisher
   of an older release never moves a pointer back. A re-run finishes a publish that stopped
   between its manifest and its pointers.
 """
@@ -36,8 +42,9 @@ from typing import Any
 from include.errors import StoreError
 from include.store import layout
 from include.store.layout import MANIFEST, POINTERS, check_name
+from include.store.baselines import move_baselines
 from include.store.pointers import move_pointers
-from include.store.releases import now_iso, plain
+from include.store.releases import now_iso, plain, utc
 from include.store.store import ArtifactStore
 
 MANIFEST_SCHEMA = "mobiledet.manifest/2"
@@ -203,6 +210,13 @@ def clean_version(store: ArtifactStore, model: str, version: str, *,
     return removed
 
 
+def iso_or_none(created) -> str | None:
+    """The checkpoint's creation time as the manifest records it (None when unknown)."""
+    if created in (None, ""):
+        return None
+    return utc(created).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 def _drop_own(store: ArtifactStore, folder: str) -> bool:
     if store.exists(folder):
         store.delete_prefix(folder)
@@ -212,14 +226,7 @@ def _drop_own(store: ArtifactStore, folder: str) -> bool:
 
 def _already(store: ArtifactStore, result: PublishResult, existing: dict, fingerprint: str,
              mkey: str) -> PublishResult:
-    old_fp = (existing.get("lineage") or {}).get("checkpoint_fingerprint")
-    if old_fp != fingerprint:
-        raise StoreError(
-            f"version {result.version!r} of model {result.model!r} is already published from "
-            f"checkpoint {old_fp!r}; this run's checkpoint is {fingerprint!r}. A published "
-            "version is never overwritten.", where=store.uri(mkey),
-            fix="publish under a new version (make_version() derives one from the checkpoint "
-                "fingerprint and time).")
+    _check_fingerprint(store, result, existing, fingerprint, mkey)
     result.status = "already_published"
     result.winner = existing.get("publisher")
     result.manifest_uri = existing.get("manifest_uri", store.uri(mkey))
@@ -229,6 +236,7 @@ def _already(store: ArtifactStore, result: PublishResult, existing: dict, finger
                         "reasons": e.get("reasons", [])} for e in existing.get("rejected", [])]
     # The winner may have stopped between its manifest and its pointers: finish that step
     # (forward only, so this never moves a pointer back to an older release).
+    move_baselines(store, existing)
     result.pointers = move_pointers(store, existing)
     result.latest_moved = result.pointers.get(layout.pointer_key(result.model), False)
     result.latest_uri = store.uri(layout.pointer_key(result.model))
@@ -236,8 +244,9 @@ def _already(store: ArtifactStore, result: PublishResult, existing: dict, finger
 
 
 def publish_release(store: ArtifactStore, model_name: str, version: str, artifacts: list[dict],
-            lineage: dict, decisions: Any = None, *, now: datetime | None = None,
-            publisher: str | None = None, stale_after_s: float = STALE_AFTER_S) -> PublishResult:
+                    lineage: dict, decisions: Any = None, *, now: datetime | None = None,
+                    publisher: str | None = None, created=None,
+                    stale_after_s: float = STALE_AFTER_S) -> PublishResult:
     """Publish the passing artifacts of one checkpoint as MODEL/VERSION (see module doc).
 
     `artifacts`: entries ``{variant, precision, files: {name: source}, passed, decision,
@@ -247,6 +256,7 @@ def publish_release(store: ArtifactStore, model_name: str, version: str, artifac
     checkpoint_uri, code_version, tensorflow_version, converter_version). `decisions`: every
     gate decision of the run (defaults to the entries' decisions). `publisher` names this
     publish (the run id: a retry of the same run reuses its folder); default: a fresh id.
+    `created`: the checkpoint's creation time, which orders the pointers (else when published).
     """
     model = check_name(model_name, "model name")
     version = check_name(version, "version")
@@ -277,9 +287,13 @@ def publish_release(store: ArtifactStore, model_name: str, version: str, artifac
     result = PublishResult(model=model, version=version, status="published", publisher=publisher)
 
     existing = store.read_json_if_any(mkey)
+    if existing and existing.get("publisher") == publisher:
+        # an earlier attempt of this publish created the release and stopped after it: this
+        # attempt finishes it and reports it as its own (so its asset events are emitted)
+        _check_fingerprint(store, result, existing, fingerprint, mkey)
+        return _won(store, result, existing, stale_after_s)
     if existing:
-        if existing.get("publisher") != publisher:
-            _drop_own(store, own)
+        _drop_own(store, own)
         return _already(store, result, existing, fingerprint, mkey)
 
     passed = [e for e in entries if e["passed"]]
@@ -294,6 +308,7 @@ def publish_release(store: ArtifactStore, model_name: str, version: str, artifac
         return result
 
     published_entries = []
+    create_tried = False
     try:
         for entry in passed:
             files = _copy_entry(store, layout.release_model_folder(
@@ -312,6 +327,7 @@ def publish_release(store: ArtifactStore, model_name: str, version: str, artifac
             "version": version,
             "published_at": now_iso(now),
             "publisher": publisher,
+            "checkpoint_created": iso_or_none(created),
             "manifest_uri": store.uri(mkey),
             "lineage": lineage,
             "files": [{"path": f["key"][len(version_prefix) + 1:], "uri": f["uri"],
@@ -324,21 +340,49 @@ def publish_release(store: ArtifactStore, model_name: str, version: str, artifac
             "decisions": decisions,
         }
         # The one decision: from here on exactly one publisher's manifest is the release.
+        create_tried = True
         won = store.create_json(mkey, manifest, sort_keys=False)
     except BaseException:
-        try:  # leave nothing of ours behind; a retry would clear it anyway
-            _drop_own(store, own)
-        except Exception:
-            pass
+        # Before the conditional create nothing can name these files: ours go. Once it was
+        # tried, a manifest may name them (the create landed, its answer was lost): they stay,
+        # and the retry reads the manifest and reconciles.
+        if not create_tried:
+            try:
+                _drop_own(store, own)
+            except Exception:  # noqa: BLE001 - the retry clears it
+                pass
         raise
     if not won:
-        _drop_own(store, own)
-        return _already(store, result, store.read_json(mkey), fingerprint, mkey)
+        current = store.read_json(mkey)
+        if current.get("publisher") != publisher:   # another run's manifest: ours go
+            _drop_own(store, own)
+            return _already(store, result, current, fingerprint, mkey)
+        manifest = current   # ours landed (e.g. a PUT retried after its answer was lost)
+    return _won(store, result, manifest, stale_after_s)
 
-    result.winner = publisher
-    result.manifest_uri = store.uri(mkey)
+
+def _check_fingerprint(store, result: PublishResult, existing: dict, fingerprint: str,
+                       mkey: str) -> None:
+    old_fp = (existing.get("lineage") or {}).get("checkpoint_fingerprint")
+    if old_fp != fingerprint:
+        raise StoreError(
+            f"version {result.version!r} of model {result.model!r} is already published from "
+            f"checkpoint {old_fp!r}; this run's checkpoint is {fingerprint!r}. A published "
+            "version is never overwritten.", where=store.uri(mkey),
+            fix="publish under a new version (make_version() derives one from the checkpoint "
+                "fingerprint and time).")
+
+
+def _won(store: ArtifactStore, result: PublishResult, manifest: dict,
+         stale_after_s: float) -> PublishResult:
+    """The publisher's own release is in place: its pointers move, stale folders go."""
+    model, version = result.model, result.version
+    result.winner = result.publisher
+    result.manifest_uri = manifest.get("manifest_uri") or store.uri(
+        layout.manifest_key(model, version))
     result.published = [{"variant": e["variant"], "precision": e["precision"],
-                         "files": e["files"]} for e in published_entries]
+                         "files": e["files"]} for e in manifest.get("published", [])]
+    move_baselines(store, manifest)   # the gate's index first, the consumers' pointers last
     result.pointers = move_pointers(store, manifest)
     result.latest_moved = result.pointers.get(layout.pointer_key(model), False)
     result.latest_uri = store.uri(layout.pointer_key(model))

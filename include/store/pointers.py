@@ -10,7 +10,9 @@
 
 Pointers move only after the release's manifest exists, only forward, each by compare-and-set
 (:meth:`ArtifactStore.update_json`), so a slow publisher of an older release never moves one
-back.
+back. "Newer" is the checkpoint's creation time (`created`), then the version: `latest` means
+the newest checkpoint, whatever order the runs finished in (a manifest from before this field
+is ordered by when it was published).
 """
 from __future__ import annotations
 
@@ -39,8 +41,9 @@ def pointer(store: ArtifactStore, model: str, variant: str,
 
 
 def order(doc: dict) -> tuple:
-    """How pointers order releases: newer is greater."""
-    return (doc.get("published_at", ""), doc.get("version", ""))
+    """How pointers order releases: newer is greater (the checkpoint's creation time, then the
+    version)."""
+    return (doc.get("created") or doc.get("published_at") or "", doc.get("version", ""))
 
 
 def _advance(doc_of):
@@ -58,6 +61,7 @@ def pointer_docs(manifest: dict) -> dict[str, Any]:
     model = manifest["model"]
     base = {"schema": LATEST_SCHEMA, "model": model, "version": manifest["version"],
             "manifest_uri": manifest["manifest_uri"], "published_at": manifest["published_at"],
+            "created": manifest.get("checkpoint_created") or manifest["published_at"],
             "qat": (manifest.get("lineage") or {}).get("qat")}
     docs: dict[str, Any] = {layout.pointer_key(model): lambda cur: dict(base)}
     by_variant: dict[str, dict] = {}

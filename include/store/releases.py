@@ -1,5 +1,5 @@
-"""Reading releases: versions, manifests, and the newest comparable release (the gate's
-no-regression baseline).
+"""Reading releases: versions and manifests (the gate's no-regression baseline is indexed in
+`include.store.baselines`).
 
 A version is derived from the checkpoint (``vYYYYMMDDTHHMMSSZ-<first 8 of fingerprint>``), so
 running the pipeline again for the same checkpoint finds its earlier release instead of making
@@ -130,40 +130,3 @@ def last_published(store: ArtifactStore, model: str, variant: str, precision: st
         if found:
             return found
     return None
-
-
-def comparable_baseline(store: ArtifactStore, model: str, variant: str, precision: str, *,
-                        qat: bool, data_fingerprint: str | None) -> tuple[dict | None, str]:
-    """The newest release to compare a new model with, and why, as ``(baseline, reason)``.
-
-    Comparable means the same model, variant, precision, source kind (float or QAT checkpoint)
-    and evaluation dataset (fingerprint): a number measured on other images or from another
-    kind of checkpoint says nothing about a regression. Without one, `baseline` is None and
-    `reason` says what was there instead.
-    """
-    kind = "QAT" if qat else "float"
-    others = []
-    for manifest in manifests_newest_first(store, model):
-        found = entry_baseline(manifest, variant, precision)
-        if not found:
-            continue
-        why = []
-        if bool(found["qat"]) != bool(qat):
-            why.append(f"made from a {'QAT' if found['qat'] else 'float'} checkpoint, this one "
-                       f"from a {kind} checkpoint")
-        theirs = found["evaluation_data_fingerprint"]
-        if not data_fingerprint or not theirs or theirs != data_fingerprint:
-            why.append("evaluated on another dataset (fingerprint "
-                       f"{_short(theirs)} vs {_short(data_fingerprint)})")
-        if not why:
-            return found, f"release {found['version']}: same source kind and evaluation dataset"
-        others.append(f"{found['version']} ({'; '.join(why)})")
-    if not others:
-        return None, f"first release of {variant}/{precision}: no published baseline"
-    listed = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
-    return None, (f"no comparable baseline for {variant}/{precision} from a {kind} checkpoint "
-                  f"on this evaluation dataset: {listed}")
-
-
-def _short(fp: str | None) -> str:
-    return "none" if not fp else str(fp).rpartition(":")[2][:12]

@@ -27,6 +27,9 @@ def _export(run: RunPlan, ckpt: Checkpoint, meter) -> dict:
 
     store = run.store
     key = layout.export_prefix(run.run_id, ckpt.ckpt_id)
+    if ckpt.ledger_id:
+        with meter.part("ledger"):   # converting: the lease starts again
+            run.ledger.mark(ckpt.ledger_id, run.run_id, "converting")
     with tempfile.TemporaryDirectory(prefix="mobiledet-export-") as tmp:
         with meter.part("download"):
             src = local_copy(ckpt.uri, tmp, run.conn_id)

@@ -24,26 +24,38 @@ def failure_key(run: RunPlan, stage: str, item) -> str:
 def record_failure(run: RunPlan, stage: str, item, exc: BaseException) -> str | None:
     """Write why `stage` failed for `item` (a checkpoint or a job); None if the store refuses
     (the store itself may be what failed: the gate then says the task did not finish)."""
+    from include.errors import MobiledetError, StoreError
+
     try:
         run = RunPlan.of(run)
         return run.store.write_json(failure_key(run, stage, item), {
             "stage": stage, "name": _get(item, "name") or _get(item, "ckpt_id"),
-            "error": f"{type(exc).__name__}: {exc}"})
+            "error": f"{type(exc).__name__}: {exc}",
+            # the project's own errors but the store's: the same input fails again
+            "bad_input": isinstance(exc, MobiledetError) and not isinstance(exc, StoreError)})
     except Exception:  # noqa: BLE001 - best effort, the task is failing anyway
         return None
 
 
-def failure_reason(run: RunPlan, stages: tuple[str, ...], item) -> str:
-    """Why the first of `stages` that failed for `item` failed, as users read it."""
+def failure_of(run: RunPlan, stages: tuple[str, ...], item) -> dict | None:
+    """The failure record of the first of `stages` that failed for `item` (with `stage`)."""
     store = run.store
     for stage in stages:
         key = failure_key(run, stage, item)
         try:
             if store.is_file(key):
-                what = STAGE_TASK_NAMES.get(stage, f"the {stage} task")
-                return f"{what} failed: {store.read_json(key)['error']}"
+                return dict(store.read_json(key), stage=stage)
         except Exception:  # noqa: BLE001 - unreadable record: fall through to the generic text
             continue
+    return None
+
+
+def failure_reason(run: RunPlan, stages: tuple[str, ...], item) -> str:
+    """Why the first of `stages` that failed for `item` failed, as users read it."""
+    found = failure_of(run, stages, item)
+    if found:
+        what = STAGE_TASK_NAMES.get(found["stage"], f"the {found['stage']} task")
+        return f"{what} failed: {found['error']}"
     return (f"the {' / '.join(stages)} task did not finish (killed, timed out or its worker "
             "was lost); see its log in Airflow")
 

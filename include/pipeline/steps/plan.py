@@ -3,12 +3,16 @@ jobs the model tasks fan out over.
 
 Only headers are read: `checkpoint.json` (or a bundle's `pipeline.config` and graph), never
 weights; the evaluation dataset's annotation file (its sha256 is the dataset's fingerprint),
-never images. Runs started by the landing watcher claim each checkpoint, so a landing reported
-twice is converted once.
+never images.
+
+Two ways to say what to convert: the checkpoints given (`mobiledet run`, a run triggered with
+conf), or, for a run started by a landing (``reconcile``), the checkpoint ledger
+(`include.store.ledger`): the run claims every checkpoint the ledger holds as new, retryable
+(its backoff passed) or held by a run whose lease expired, up to `ledger.batch_size`. The
+events that started the run are hints; a folded, dropped or repeated event strands nothing.
 """
 from __future__ import annotations
 
-import datetime as _dt
 import hashlib
 import json
 import tempfile
@@ -17,7 +21,6 @@ from pathlib import Path
 from include.errors import CheckpointError, ConfigError, DataError
 from include.pipeline.costs import task_meter
 from include.pipeline.plan import Checkpoint, ConvertedModel, Job, RunPlan, job_name, safe_run_id
-from include.store import layout
 
 
 def load_run_config(conf: dict):
@@ -74,7 +77,7 @@ def _plan(conf: dict, rid: str, config, meter) -> RunPlan:
     checkpoints = conf.get("checkpoints") or []
     if isinstance(checkpoints, str):
         checkpoints = [checkpoints]
-    if not checkpoints:
+    if not checkpoints and not conf.get("reconcile"):
         raise ConfigError("no checkpoints given.", where="params.checkpoints",
                           fix="trigger the DAG with conf {\"checkpoints\": [\"/path/or/s3://uri\"]}.")
     if not conf.get("data"):
@@ -84,13 +87,31 @@ def _plan(conf: dict, rid: str, config, meter) -> RunPlan:
     variants = conf.get("variants") or None
     precisions = conf.get("precisions") or None
     entries, warnings, claimed = [], [], []
+    ledger = None
+    if conf.get("reconcile"):
+        from include.store.ledger import Ledger
+        from include.store import open_store
+        ledger = Ledger(open_store(config.store_uri, conn_id=config.conn_id), config.model_name,
+                        **config.ledger.model_dump())
     with tempfile.TemporaryDirectory(prefix="mobiledet-plan-") as tmp:
         with meter.part("download"):  # the annotation file only, never the images
             data_fp = evaluation_data_fingerprint(conf["data"], tmp, config.conn_id)
-        for i, uri in enumerate(checkpoints):
-            with meter.part("download"):  # checkpoint.json (or the bundle's header), no weights
-                info = describe_source(checkpoint_header(uri, Path(tmp) / f"ckpt-{i}",
-                                                         config.conn_id))
+        todo = [(uri, None) for uri in checkpoints]
+        if ledger is not None:
+            with meter.part("claim"):
+                todo, claimed = _claim(ledger, conf.get("landings") or [], rid,
+                                       Path(tmp) / "landings", config.conn_id)
+        for i, (uri, record) in enumerate(todo):
+            try:
+                with meter.part("download"):  # checkpoint.json (or the bundle's header)
+                    info = describe_source(checkpoint_header(uri, Path(tmp) / f"ckpt-{i}",
+                                                             config.conn_id))
+            except Exception as exc:
+                if record is None:
+                    raise
+                fail_record(ledger, record, rid, exc)
+                warnings.append(f"{uri}: {type(exc).__name__}: {exc}")
+                continue
             if variants and info["variant"] not in variants:
                 warnings.append(f"{uri}: variant {info['variant']} not in {variants}; skipped.")
                 continue
@@ -103,15 +124,8 @@ def _plan(conf: dict, rid: str, config, meter) -> RunPlan:
                 warnings += warn
             fp = info["fingerprint"] or "unknown"
             ckpt_id = f"{info['variant']}-{'qat' if info['qat'] else 'float'}-{fp[:8]}"
-            if conf.get("claim"):
-                with meter.part("claim"):
-                    holder = claim_checkpoint(config, fp, uri, rid)
-                if holder != rid:
-                    claimed.append({"uri": uri, "fingerprint": fp, "claimed_by": holder})
-                    warnings.append(f"{uri}: already claimed by run {holder}; not converted "
-                                    "again.")
-                    continue
-            entries.append(Checkpoint(**info, uri=uri, ckpt_id=ckpt_id, precisions=chosen))
+            entries.append(Checkpoint(**info, uri=uri, ckpt_id=ckpt_id, precisions=chosen,
+                                      ledger_id=record["id"] if record else None))
     ids = [e.ckpt_id for e in entries]
     if len(set(ids)) != len(ids):
         raise ConfigError("the same checkpoint is listed twice.", where="params.checkpoints",
@@ -122,48 +136,88 @@ def _plan(conf: dict, rid: str, config, meter) -> RunPlan:
                    already_claimed=claimed)
 
 
-def claim_checkpoint(config, fingerprint: str, uri: str, run_id: str) -> str:
-    """Take the durable claim on converting this checkpoint; returns the run that holds it.
+def _claim(ledger, landings: list[dict], run_id: str, workdir: Path,
+           conn_id: str | None) -> tuple[list, list]:
+    """([(uri, record)] this run claimed, [what the landings named that it did not claim])."""
+    named = {}
+    for landing in landings:
+        rid = landing.get("ledger_id")
+        if not rid:   # a landing no watcher recorded (S3 notifications via SQS, conf)
+            rid = record_landing(ledger, landing, workdir, conn_id)["id"]
+        named[landing["uri"]] = rid
+    records = ledger.claim(run_id)
+    mine = {r["id"] for r in records}
+    others = []
+    for uri, rid in named.items():
+        if rid in mine:
+            continue
+        record = ledger.get(rid) or {}
+        others.append({"uri": uri, "fingerprint": record.get("fingerprint"),
+                       "claimed_by": record.get("run_id"), "state": record.get("state"),
+                       "version": record.get("version")})
+    return [(r["uri"], r) for r in records], others
 
-    One conditional create (O_EXCL locally, S3 IfNoneMatch) per checkpoint fingerprint: when
-    a landing is reported twice (the trigger fires again, the triggerer restarts, two
-    triggerers run), exactly one run converts it. A retry of the claiming run finds its own
-    claim and goes on. The claim outlives a failed run: `mobiledet run` converts the checkpoint
-    again by hand (it takes no claim), or delete claims/MODEL/FINGERPRINT.json to let the next
-    landing event do it.
+
+def fail_record(ledger, record: dict, run_id: str, exc: BaseException) -> None:
+    """A claimed checkpoint that cannot be planned: failed for good when its input is bad (the
+    landing's bytes are marked bad), else retryable after the backoff."""
+    from include.errors import MobiledetError, StoreError
+
+    bad_input = isinstance(exc, MobiledetError) and not isinstance(exc, StoreError)
+    ledger.mark(record["id"], run_id, "failed", reason=f"{type(exc).__name__}: {exc}",
+                retryable=not bad_input, uri=record.get("uri"), bad_landing=bad_input)
+
+
+def record_landing(ledger, landing: dict, workdir: Path, conn_id: str | None) -> dict:
+    """Record a landing no watcher recorded (an S3 event notification through SQS, a run
+    triggered with conf): its header read and validated here; an unreadable one is recorded
+    failed with the reason. Returns the record."""
+    from include.pipeline.inputs import checkpoint_header
+
+    uri, tag = landing["uri"], landing.get("tag") or ""
+    folder = workdir / hashlib.sha256(uri.encode()).hexdigest()[:16]
+    try:
+        info = describe_source(checkpoint_header(uri, folder, conn_id))
+    except (CheckpointError, DataError) as exc:
+        return ledger.record_landing(uri=uri, tag=tag, kind="checkpoint",
+                                     invalid=f"{type(exc).__name__}: {exc}")[0]
+    return ledger.record_landing(uri=uri, tag=tag, kind=info["kind"],
+                                 fingerprint=info["fingerprint"], created=info["created"],
+                                 metadata={k: info[k] for k in ("variant", "qat")})[0]
+
+
+def landings_from_events(triggering_asset_events) -> list[dict]:
+    """The landings ({uri, tag, ledger_id}) named by the asset events that started a run, in
+    event order, each once.
+
+    Two sources: the landing watcher's payload (``extra["payload"]``: ``checkpoint_uri`` and
+    the ``ledger_id`` it recorded), and S3 event notifications delivered through SQS by
+    ``MessageQueueTrigger(scheme="sqs")`` (``extra["payload"]["message_batch"]``: each
+    message's Body is an S3 event whose records name ``s3://bucket/.../checkpoint.json``; the
+    checkpoint is that key's folder, the tag its eTag and sequencer).
     """
-    from include.store import open_store
-
-    store = open_store(config.store_uri, conn_id=config.conn_id)
-    key = layout.claim_key(config.model_name, fingerprint)
-    doc = {"run_id": run_id, "checkpoint_uri": uri, "fingerprint": fingerprint,
-           "claimed_at": _dt.datetime.now(_dt.timezone.utc).isoformat()}
-    if store.create_json(key, doc):
-        return run_id
-    return str(store.read_json(key).get("run_id"))
-
-
-def checkpoints_from_events(triggering_asset_events) -> list[str]:
-    """Checkpoint URIs from the asset events that started a run, in event order, each once.
-
-    Two sources: the landing watcher's payload (``extra["payload"]["checkpoint_uri"]``), and
-    S3 event notifications delivered through SQS by ``MessageQueueTrigger(scheme="sqs")``
-    (``extra["payload"]["message_batch"]``: each message's Body is an S3 event whose records
-    name ``s3://bucket/.../checkpoint.json``; the checkpoint is that key's folder).
-    """
-    found = []
+    found: dict[str, dict] = {}
     for events in (triggering_asset_events or {}).values():
         for event in events:
             payload = (getattr(event, "extra", None) or {}).get("payload") or {}
-            uris = [payload.get("checkpoint_uri")] + s3_notification_checkpoints(payload)
-            for uri in uris:
-                if uri and uri not in found:
-                    found.append(uri)
-    return found
+            items = s3_notification_landings(payload)
+            if payload.get("checkpoint_uri"):
+                items.insert(0, {"uri": payload["checkpoint_uri"],
+                                 "tag": payload.get("marker_etag_or_mtime") or "",
+                                 "ledger_id": payload.get("ledger_id")})
+            for item in items:
+                found.setdefault(item["uri"], item)
+    return list(found.values())
 
 
-def s3_notification_checkpoints(payload: dict) -> list[str]:
-    """Checkpoint folders named by the S3 event notifications in an SQS message batch."""
+def checkpoints_from_events(triggering_asset_events) -> list[str]:
+    """Checkpoint URIs from the asset events that started a run, in event order, each once."""
+    return [item["uri"] for item in landings_from_events(triggering_asset_events)]
+
+
+def s3_notification_landings(payload: dict) -> list[dict]:
+    """Checkpoint folders (with the tag of their checkpoint.json) named by the S3 event
+    notifications in an SQS message batch."""
     from urllib.parse import unquote_plus
 
     out = []
@@ -175,9 +229,11 @@ def s3_notification_checkpoints(payload: dict) -> list[str]:
         for record in body.get("Records") or [] if isinstance(body, dict) else []:
             s3 = record.get("s3") or {}
             bucket = (s3.get("bucket") or {}).get("name")
-            key = unquote_plus((s3.get("object") or {}).get("key") or "")
+            obj = s3.get("object") or {}
+            key = unquote_plus(obj.get("key") or "")
             if bucket and key.endswith("/checkpoint.json"):
-                out.append(f"s3://{bucket}/{key.rpartition('/')[0]}")
+                out.append({"uri": f"s3://{bucket}/{key.rpartition('/')[0]}",
+                            "tag": f"{obj.get('eTag') or ''}|{obj.get('sequencer') or ''}"})
     return out
 
 

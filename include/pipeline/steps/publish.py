@@ -91,7 +91,7 @@ def _publish(run: RunPlan, decided: list[dict], meter) -> list[dict]:
                    **ckpt.lineage, **tool_versions()}
         with meter.part("upload"):
             result = publish_release(run.store, run.config.model_name, version, artifacts,
-                                     lineage, publisher=run.run_id)
+                                     lineage, publisher=run.run_id, created=ckpt.created)
         results.append({"ckpt_id": ckpt.ckpt_id, **result.to_dict()})
     return results
 

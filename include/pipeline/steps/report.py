@@ -8,7 +8,7 @@ from typing import Any
 
 from include.pipeline.costs import task_meter
 from include.pipeline.plan import RunPlan
-from include.pipeline.steps.failures import failure_reason
+from include.pipeline.steps.failures import failure_of, failure_reason
 from include.store import layout
 
 STAGES_NOTE = ("wall_s, cpu_s and peak_rss_mb per task, measured by the task itself "
@@ -98,6 +98,8 @@ def _report(run: RunPlan, decided: list[dict] | None, published: list[dict] | No
         if published is None:
             fatal.append("the publish task failed (see its log); nothing new is published")
         problems += fatal
+    with meter.part("ledger"):
+        settled = settle(run, decided if gate_ran else None, published, fatal)
     with meter.part("costs"):
         stages = [r for r in costs.load(store, run.run_id) if r.get("stage") != "report"]
     stages.append(meter.snapshot())  # this task, up to writing the report
@@ -107,7 +109,7 @@ def _report(run: RunPlan, decided: list[dict] | None, published: list[dict] | No
            "model_name": run.config.model_name, "checkpoints": checkpoints,
            "warnings": run.warnings, "models": decided,
            "published": published or [], "failed_checkpoints": failed_ckpts,
-           "already_claimed": run.already_claimed,
+           "already_claimed": run.already_claimed, "ledger": settled,
            "problems": problems, "table": table, "stages": stages,
            "stage_totals": costs.totals(stages), "time_by_part": costs.parts_total(stages),
            "duration_s": _duration_s(stages),
@@ -134,3 +136,45 @@ def _report(run: RunPlan, decided: list[dict] | None, published: list[dict] | No
                             fix="read the report and the failed task's log; fix the input it "
                                 "names and trigger the run again.")
     return summary
+
+
+def settle(run: RunPlan, decided: list[dict] | None, published: list[dict] | None,
+           fatal: list[str]) -> list[dict]:
+    """Each claimed checkpoint's final state in the ledger: published (with its version),
+    rejected (every model decided, none passed), or failed: for good when its input was bad
+    (an export that failed on the checkpoint marks that landing's bytes bad), else retryable
+    after the backoff (a lost worker, a store error, a task that did not finish)."""
+    results = {p["ckpt_id"]: p for p in published or []}
+    out = []
+    for ckpt in run.checkpoints:
+        if not ckpt.ledger_id:
+            continue
+        mine = [d for d in decided or [] if d["ckpt_id"] == ckpt.ckpt_id]
+        result = results.get(ckpt.ckpt_id) or {}
+        outcome = {"state": "failed", "retryable": True, "reason": None}
+        if result.get("status") in ("published", "already_published"):
+            outcome = {"state": "published", "version": result.get("version")}
+        elif mine and any(not d.get("failed") for d in mine) and published is not None:
+            outcome = {"state": "rejected", "reason": "; ".join(
+                f"{d['name']}: {'; '.join(d['decision'].get('reasons') or [])}" for d in mine)}
+        elif decided is not None and not mine:   # its export failed
+            failure = failure_of(run, ("export",), ckpt) or {}
+            bad = bool(failure.get("bad_input"))
+            outcome.update(retryable=not bad, bad_landing=bad,
+                           reason=failure_reason(run, ("export",), ckpt))
+        elif mine:
+            failures = [failure_of(run, ("convert", "check", "edgetpu"), d) for d in mine]
+            bad = all(f and f.get("bad_input") for f in failures)
+            outcome.update(retryable=not bad, reason="no model could be decided: " + "; ".join(
+                "; ".join(d["decision"].get("reasons") or []) for d in mine))
+        else:
+            outcome["reason"] = "; ".join(fatal) or "the run did not finish"
+        record = run.ledger.mark(ckpt.ledger_id, run.run_id, outcome["state"],
+                                 reason=outcome.get("reason"),
+                                 retryable=outcome.get("retryable", False),
+                                 version=outcome.get("version"), uri=ckpt.uri,
+                                 bad_landing=outcome.get("bad_landing", False))
+        out.append({"ckpt_id": ckpt.ckpt_id, "uri": ckpt.uri, "ledger_id": ckpt.ledger_id,
+                    **outcome, "recorded": record is not None and
+                    record.get("state") == outcome["state"]})
+    return out
