@@ -166,3 +166,47 @@ def test_people_see_failed_and_stuck_first():
                {"id": "f", "state": "failed", "updated": "1"},
                {"id": "l", "state": "landed", "updated": "4"}]
     assert [r["id"] for r in order_for_people(records, when)] == ["f", "s", "l", "p"]
+
+
+def test_checkpoints_cli_and_the_dashboard_show_the_ledger_failed_first(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from fastapi.testclient import TestClient
+
+    from include.dashboard.app import create_app
+    from include.dashboard.reader import StoreReader
+    from include.store import ArtifactStore
+
+    repo = Path(__file__).resolve().parents[1]
+    store = ArtifactStore(str(tmp_path / "store"))
+    ledger = _ledger(store)
+    _land(ledger, uri="s3://ckpts/good", fp="a" * 64)
+    ledger.claim("run-1")
+    ledger.mark("a" * 64, "run-1", "published", version="v20261130T000000Z-aaaaaaaa")
+    _land(ledger, uri="s3://ckpts/truncated", fp="b" * 64)
+    ledger.claim("run-2")
+    ledger.mark("b" * 64, "run-2", "failed", reason="CheckpointError: weights.h5 truncated",
+                uri="s3://ckpts/truncated", bad_landing=True)
+    env = dict(os.environ, PYTHONPATH=str(repo))
+    out = subprocess.run([sys.executable, "-m", "include.cli", "checkpoints", "--store",
+                          str(tmp_path / "store"), "--json"], capture_output=True, text=True,
+                         env=env, cwd=repo, timeout=300)
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(out.stdout)
+    assert [r["state"] for r in rows] == ["failed", "published"]
+    assert set(rows[0]) >= {"uri", "fingerprint", "state", "attempts", "run_id", "reason",
+                            "version", "updated"}
+    assert "weights.h5" in rows[0]["reason"] and rows[1]["version"].startswith("v2026")
+    retried = subprocess.run([sys.executable, "-m", "include.cli", "checkpoints", "retry",
+                              "s3://ckpts/truncated", "--store", str(tmp_path / "store")],
+                             capture_output=True, text=True, env=env, cwd=repo, timeout=300)
+    assert retried.returncode == 0 and "landed again" in retried.stdout, retried.stderr
+    with TestClient(create_app(StoreReader(str(tmp_path / "store"), model="mobiledet"))) as c:
+        page = c.get("/checkpoints")
+        assert page.status_code == 200 and "s3://ckpts/truncated" in page.text
+        api = c.get("/api/checkpoints").json()
+        assert [r["state"] for r in api["checkpoints"]] == ["landed", "published"]

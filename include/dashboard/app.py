@@ -258,6 +258,17 @@ def create_app(reader: StoreReader | Callable[[], StoreReader] | str, *,
     def run_api(run_id: str):
         return _json(reader_of().run(_run_id(run_id)))
 
+    # -- the checkpoint ledger ---------------------------------------------------------------
+    @app.get("/checkpoints", response_class=HTMLResponse, name="checkpoints")
+    def checkpoints_page(request: Request, model: str | None = None):
+        view = reader_of().checkpoints(model_q(model))
+        return pages.render(request, "checkpoints.html", title="Checkpoints", view=view,
+                            model=view["model"], models=view["models"])
+
+    @app.get("/api/checkpoints", name="api_checkpoints")
+    def checkpoints_api(model: str | None = None):
+        return _json(reader_of().checkpoints(model_q(model)))
+
     # -- files ------------------------------------------------------------------------------
     @app.get("/files/{key:path}", name="file")
     def file(key: str):

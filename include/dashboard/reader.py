@@ -29,6 +29,7 @@ from typing import Any, Callable
 
 from include.dashboard.cells import (LRU, PRECISION_ORDER, VARIANT_ORDER, cell_of, models_of,
                                      newest_first, order, pair_name)
+from include.dashboard.ops_pages import OpsPages
 from include.dashboard.release_pages import ReleasePages
 from include.dashboard.run_pages import RunPages
 from include.dashboard.safety import NotFound, check_name, redact
@@ -40,7 +41,7 @@ from include.store.layout import RESERVED_TOP
 TIMED_ENTRIES = 4096
 
 
-class StoreReader(ReleasePages, RunPages):
+class StoreReader(ReleasePages, RunPages, OpsPages):
     """Cached, read-only access to the releases and runs of one artifact store."""
 
     def __init__(self, store, *, conn_id: str | None = None, model: str | None = None,
