@@ -1,10 +1,12 @@
 """mobiledet_rollout_example: a downstream DAG that runs when a model is published.
 
 Scheduled on the asset `mobiledet/MODEL/VARIANT/PRECISION` that mobiledet_convert's publish
-task emits for every model it publishes (default: the EdgeTPU uint8 model of `mobiledet`).
-It reads the event's extra (manifest URI, version, gate metric, model URI and sha256),
-downloads the model with its recorded sha256 checked, and records the roll-out in the store
-under rollouts/. Replace `roll_out` with your app build or device-fleet update.
+task emits for every model it publishes (default: the EdgeTPU uint8 model of `mobiledet`), and
+that mobiledet_release emits when an ops action moves that model's pointer (`action` in the
+extra: a yank rolls devices back to the release the pointer names now, or to none). It reads
+the event's extra (manifest URI, version, gate metric, model URI and sha256), downloads the
+model with its recorded sha256 checked, and records the roll-out in the store under rollouts/.
+Replace `roll_out` with your app build or device-fleet update.
 
 Settings (environment, read when the DAG file is parsed): MOBILEDET_ROLLOUT_MODEL (mobiledet),
 MOBILEDET_ROLLOUT_VARIANT (edgetpu), MOBILEDET_ROLLOUT_PRECISION (uint8), MOBILEDET_STORE.
@@ -42,14 +44,18 @@ with DAG(
         done = []
         for event in (triggering_asset_events or {}).get(PUBLISHED, []):
             extra = event.extra or {}
+            record = {k: extra.get(k) for k in ("action", "version", "from_version",
+                                                 "manifest_uri", "model_uri", "sha256",
+                                                 "metric", "map", "reason")}
+            if not extra.get("model_uri"):   # every release of it yanked: nothing to run
+                done.append(dict(record, rolled_out=None))
+                continue
             with tempfile.TemporaryDirectory() as tmp:
                 fetch(extra["model_uri"], f"{tmp}/model.tflite", sha256=extra["sha256"])
-            record = {k: extra.get(k) for k in ("version", "manifest_uri", "model_uri",
-                                                 "sha256", "metric", "map")}
             store_uri = extra["manifest_uri"].rsplit(f"/{extra['model']}/", 1)[0]
             open_store(store_uri).write_json(
                 f"rollouts/{extra['model']}/{VARIANT}/{PRECISION}/{extra['version']}.json", record)
-            done.append(record)
+            done.append(dict(record, rolled_out=extra["version"]))
         return done
 
     roll_out()

@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "include.pipeline.serve_commands",  # serve
     "include.dashboard.commands",   # dashboard
     "include.store.commands",       # checkpoints (the ledger), prune
+    "include.store.release_commands",  # release promote|yank|restore|bless|history|...
     "include.config_commands",      # config
 )
 

@@ -63,7 +63,8 @@ def _sha(data: bytes) -> str:
 
 
 @pytest.mark.parametrize("name", ["mobiledet_convert.py", "mobiledet_retrain.py",
-                                  "mobiledet_rollout_example.py"])
+                                  "mobiledet_rollout_example.py", "mobiledet_release.py",
+                                  "mobiledet_housekeeping.py"])
 def test_dag_files_import_fast_without_tensorflow(name):
     from dagfiles import import_dag_file
 

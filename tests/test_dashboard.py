@@ -415,14 +415,15 @@ def test_read_only_every_route_is_get_and_the_store_is_unchanged(client, synth):
     from fastapi.routing import APIRoute
 
     routes = [r for r in client.app.routes if isinstance(r, APIRoute)]
-    assert len(routes) == 14
+    assert len(routes) == 18   # + /checkpoints, /history and their JSON twins: GET too
     assert all(r.methods <= {"GET", "HEAD"} for r in routes)
     before = _snapshot(synth["store_dir"])
     v = synth["versions"][-1]
     urls = ["/", "/api/releases", "/trends", "/api/trends", f"/releases/{v}",
             f"/api/releases/{v}", "/diff", "/api/diff", "/runs", "/api/runs",
             "/runs/synthetic_0005", "/api/runs/synthetic_0005", f"/files/{synth['picture_key']}",
-            "/static/dashboard.css", *_bad_requests(synth)]
+            "/static/dashboard.css", "/checkpoints", "/api/checkpoints", "/history",
+            "/api/history", *_bad_requests(synth)]
     for url in urls:
         client.get(url)
         for method in ("post", "put", "patch", "delete"):

@@ -291,6 +291,21 @@ class RetentionConfig(_Model):
         30.0, description="days a run's failure records are kept")
 
 
+class ChannelRule(_Model):
+    """Promote what one channel names to another once it has named it for `after_hours`
+    without a yank (applied by the housekeeping DAG)."""
+
+    _where: ClassVar[tuple] = ("channel_rules",)
+
+    source: str = Field(..., alias="from", pattern=_NAME_PATTERN, description="e.g. canary")
+    target: str = Field(..., alias="to", pattern=_NAME_PATTERN, description="e.g. stable")
+    after_hours: Annotated[float, Field(gt=0.0, allow_inf_nan=False),
+                           BeforeValidator(_no_bool)] = Field(24.0, description="hours")
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True,
+                              populate_by_name=True)
+
+
 _SERIAL_PATTERN = r"^\S+$"
 _QUEUE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]*$"
 
@@ -383,6 +398,13 @@ class PipelineConfig(_Model):
     devices: Annotated[list[DeviceConfig], AfterValidator(_unique_devices)] = Field(
         default_factory=list, description="phones benchmarked over adb (none: no device "
                                           "benchmarks)")
+    channels: Annotated[list[Annotated[str, Field(pattern=_NAME_PATTERN)]],
+                        BeforeValidator(_listify)] = Field(
+        default_factory=lambda: ["canary", "stable"],
+        description="named release channels ops move by hand (mobiledet release promote)")
+    channel_rules: list[ChannelRule] = Field(
+        default_factory=list, description="e.g. [{from: canary, to: stable, after_hours: 24}]: "
+                                          "promote after that long without a yank")
     ledger: LedgerConfig = Field(default_factory=LedgerConfig,
                                  description="how runs take work from the checkpoint ledger")
     retention: RetentionConfig = Field(default_factory=RetentionConfig,
@@ -419,6 +441,13 @@ class PipelineConfig(_Model):
         return out
 
     def model_post_init(self, context: Any) -> None:
+        for rule in self.channel_rules:
+            for name in (rule.source, rule.target):
+                if name not in self.channels:
+                    raise ConfigError(f"channel rule names {name!r}, which is not one of the "
+                                      f"channels ({', '.join(self.channels)}).",
+                                      where="channel_rules",
+                                      fix="add it to `channels`, or correct the rule.")
         warnings = []
         for variant, kinds in self.precisions.items():
             for kind, lst in kinds.items():

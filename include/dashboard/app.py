@@ -6,6 +6,9 @@
 ``/releases/{version}``     one release in detail (``/api/releases/{version}``)
 ``/diff?a=V1&b=V2``         two releases side by side (``/api/diff``)
 ``/runs``                   recent runs (``/api/runs``); ``/runs/{run_id}`` one run
+``/checkpoints``            the checkpoint ledger, failed and stuck first (``/api/checkpoints``)
+``/history``                the audit log of ops actions (``/api/history``; ``?version=``,
+                            ``?variant=&precision=``)
 ``/files/{key}``            a picture, report or model file of a release or run
 ``/static/{name}``          the stylesheet and icon shipped in this package
 ==========================  ==================================================================
@@ -210,9 +213,12 @@ def create_app(reader: StoreReader | Callable[[], StoreReader] | str, *,
     @app.get("/releases/{version}", response_class=HTMLResponse, name="release")
     def release_page(request: Request, version: str, model: str | None = None):
         from include.dashboard.svg import bar_rows
-        view = reader_of().release(model_q(model), check_name(version, "version"))
+        reader = reader_of()
+        view = reader.release(model_q(model), check_name(version, "version"))
+        history = reader.history(view["model"], version=view["version"])["entries"]
         return pages.render(request, "release.html", title=view["version"], view=view,
-                            bars=bar_rows, model=view["model"], models=view["models"])
+                            bars=bar_rows, model=view["model"], models=view["models"],
+                            history=history)
 
     @app.get("/api/releases/{version}", name="api_release")
     def release_api(version: str, model: str | None = None):
@@ -268,6 +274,23 @@ def create_app(reader: StoreReader | Callable[[], StoreReader] | str, *,
     @app.get("/api/checkpoints", name="api_checkpoints")
     def checkpoints_api(model: str | None = None):
         return _json(reader_of().checkpoints(model_q(model)))
+
+    @app.get("/history", response_class=HTMLResponse, name="history")
+    def history_page(request: Request, model: str | None = None, version: str | None = None,
+                     variant: str | None = None, precision: str | None = None):
+        view = reader_of().history(model_q(model), version and check_name(version, "version"),
+                                   variant and check_name(variant, "variant"),
+                                   precision and check_name(precision, "precision"))
+        return pages.render(request, "history.html", title="History", view=view,
+                            model=view["model"], models=view["models"])
+
+    @app.get("/api/history", name="api_history")
+    def history_api(model: str | None = None, version: str | None = None,
+                    variant: str | None = None, precision: str | None = None):
+        return _json(reader_of().history(model_q(model), version and check_name(version,
+                                                                                 "version"),
+                                         variant and check_name(variant, "variant"),
+                                         precision and check_name(precision, "precision")))
 
     # -- files ------------------------------------------------------------------------------
     @app.get("/files/{key:path}", name="file")

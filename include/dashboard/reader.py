@@ -202,7 +202,7 @@ class StoreReader(ReleasePages, RunPages, OpsPages):
         marks = tuple(sorted((k, (d or {}).get("version")) for k, d in p["pairs"].items())) + \
             tuple(sorted((k, (d or {}).get("version")) for k, d in p["variants"].items())) + \
             (("latest", (p["model"] or {}).get("version")),)
-        return (model, self.versions(model), marks)
+        return (model, self.versions(model), marks, self.registry(model).get("seq", 0))
 
     def _view(self, name: str, model: str, build: Callable[[], Any], *extra):
         key = (name, self._state(model), *extra)
@@ -226,6 +226,7 @@ class StoreReader(ReleasePages, RunPages, OpsPages):
 
     def _build_releases(self, model: str) -> dict:
         pointers = self.pointers(model)
+        registry = self.registry(model)
         manifests = self.manifests(model)
         pairs = set()
         rows = []
@@ -243,7 +244,15 @@ class StoreReader(ReleasePages, RunPages, OpsPages):
             marks = (["latest"] if latest_version == version else []) + sorted(
                 v for v, d in pointers["variants"].items() if (d or {}).get("version") == version)
             lineage = m.get("lineage") or {}
+            for name, who in (registry.get("blessed") or {}).get(version, {}).items():
+                if name in cells:
+                    cells[name]["blessed"] = who
             rows.append({"version": version, "published_at": m.get("published_at"),
+                         "yanked": (registry.get("yanked") or {}).get(version),
+                         "channels": sorted(f"{channel}: {p}" for channel, slots in
+                                            (registry.get("channels") or {}).items()
+                                            for p, slot in slots.items()
+                                            if slot.get("version") == version),
                          "publisher": m.get("publisher"), "qat": lineage.get("qat"),
                          "checkpoint_fingerprint": lineage.get("checkpoint_fingerprint"),
                          "run_id": lineage.get("run_id"), "pointers": marks,

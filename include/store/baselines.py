@@ -39,8 +39,12 @@ def is_indexed(store: ArtifactStore, model: str) -> bool:
     return store.is_file(_marker(model))
 
 
-def move_baselines(store: ArtifactStore, manifest: dict, *, yanked=()) -> None:
-    """Move the baseline index of every model a release published forward (never back)."""
+def move_baselines(store: ArtifactStore, manifest: dict, *, yanked=None) -> None:
+    """Move the baseline index of every model a release published forward (never back); a
+    yanked release is no baseline."""
+    if yanked is None:
+        registry = store.read_json_if_any(layout.registry_key(manifest["model"])) or {}
+        yanked = registry.get("yanked") or {}
     if manifest.get("version") in set(yanked):
         return
     if not is_indexed(store, manifest["model"]):   # an older store: index it whole, once

@@ -54,7 +54,12 @@ def cmd_checkpoints(args) -> int:
             raise ConfigError("retry needs the checkpoint to re-queue.", where="checkpoints retry",
                               fix="pass its URI or fingerprint: mobiledet checkpoints retry "
                                   "s3://bucket/ckpts/edgetpu-qat")
+        from include.store.registry import Releases
+
         record = ledger.retry(args.target, who=getpass.getuser())
+        Releases(store, config.model_name, channels=config.channels).note(
+            "retry", who=getpass.getuser(), checkpoint=record.get("uri"),
+            fingerprint=record.get("fingerprint"))
         if args.json:
             print_json(as_json([record])[0])
         else:

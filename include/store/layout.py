@@ -9,6 +9,15 @@
     MODEL/latest.json                           newest release of the model
     MODEL/latest/VARIANT.json                   newest release holding a model of VARIANT
     MODEL/latest/VARIANT/PRECISION.json         newest release of (VARIANT, PRECISION)
+    MODEL/channels/NAME/VARIANT/PRECISION.json  a named channel (canary, stable, ...): moved by
+                                                hand (promote), back on a yank
+    MODEL/registry.json                         what ops did: yanked releases, channels,
+                                                blessed models (one document, compare-and-set)
+    MODEL/VERSION/yank.json                     the release's yank record (while yanked)
+    MODEL/VERSION/blessed/VARIANT/PRECISION/    a model the gate rejected, published by hand
+                                                (bless.json with who and why, and its files)
+    MODEL/VERSION/benchmarks/VARIANT/PRECISION/DEVICE-DELEGATE.json  device figures attached
+    MODEL/history/SEQ-ACTION.json               the audit log: who, when, what, why
     MODEL/baselines/VARIANT/PRECISION/KIND-DATA.json  newest release of (VARIANT, PRECISION)
                                                 from a KIND (float|qat) checkpoint evaluated on
                                                 the dataset DATA: the no-regression baseline
@@ -40,6 +49,9 @@ MANIFEST = "manifest.json"
 LATEST = "latest.json"
 POINTERS = "latest"
 BASELINES = "baselines"
+CHANNELS = "channels"
+HISTORY = "history"
+REGISTRY = "registry.json"
 LEDGER = "ledger"
 RUNS = "runs"
 #: top-level folders that are not models
@@ -115,6 +127,36 @@ def parse_pointer_key(key: str) -> tuple[str | None, str | None] | None:
     if len(parts) == 4:
         return parts[2], parts[3][:-5]
     return None
+
+
+def channel_key(model: str, channel: str, variant: str, precision: str) -> str:
+    return "/".join((check_name(model, "model name"), CHANNELS, check_name(channel, "channel"),
+                     check_name(variant, "variant"), check_name(precision, "precision") + ".json"))
+
+
+def registry_key(model: str) -> str:
+    return f"{check_name(model, 'model name')}/{REGISTRY}"
+
+
+def yank_key(model: str, version: str) -> str:
+    return f"{version_prefix(model, version)}/yank.json"
+
+
+def bless_prefix(model: str, version: str, variant: str, precision: str) -> str:
+    return "/".join((version_prefix(model, version), "blessed", check_name(variant, "variant"),
+                     check_name(precision, "precision")))
+
+
+def device_benchmark_key(model: str, version: str, variant: str, precision: str, device: str,
+                         delegate: str) -> str:
+    """A device benchmark of a released model, attached beside its manifest."""
+    return "/".join((version_prefix(model, version), "benchmarks", check_name(variant, "variant"),
+                     check_name(precision, "precision"),
+                     f"{check_name(device, 'device')}-{check_name(delegate, 'delegate')}.json"))
+
+
+def history_key(model: str, seq: int, action: str) -> str:
+    return f"{check_name(model, 'model name')}/{HISTORY}/{int(seq):010d}-{check_name(action, 'action')}.json"
 
 
 def baselines_prefix(model: str, variant: str, precision: str) -> str:

@@ -29,14 +29,20 @@ def latest(store: ArtifactStore, model: str) -> dict | None:
     return store.read_json_if_any(layout.pointer_key(model))
 
 
-def pointer(store: ArtifactStore, model: str, variant: str,
-            precision: str | None = None) -> dict | None:
+def pointer(store: ArtifactStore, model: str, variant: str, precision: str | None = None, *,
+            channel: str | None = None) -> dict | None:
     """The newest published release of `variant` (and `precision`): one small object to read.
 
     For (variant, precision): version, manifest_uri, published_at, model_uri, sha256, size (and
     the Edge TPU model's where compiled). For a variant: the same per precision under `models`.
-    None before the first such release.
+    With `channel` ("stable", "canary", ...): the release that channel names instead. None
+    before the first such release; a document whose `version` is None when every release it
+    could name is yanked.
     """
+    if channel is not None:
+        if precision is None:
+            raise ValueError("a channel names one (variant, precision): pass the precision")
+        return store.read_json_if_any(layout.channel_key(model, channel, variant, precision))
     return store.read_json_if_any(layout.pointer_key(model, variant, precision))
 
 
@@ -73,6 +79,8 @@ def pointer_docs(manifest: dict) -> dict[str, Any]:
                "size": model_file.get("size"),
                "metric": (entry.get("decision") or {}).get("metric"),
                "map": (entry.get("decision") or {}).get("map")}
+        if entry.get("blessed"):   # published by hand, with the reason
+            doc["blessed"] = entry["blessed"]
         if "model_edgetpu.tflite" in files:
             doc.update(edgetpu_model_uri=files["model_edgetpu.tflite"].get("uri"),
                        edgetpu_sha256=files["model_edgetpu.tflite"].get("sha256"))
@@ -87,7 +95,11 @@ def pointer_docs(manifest: dict) -> dict[str, Any]:
 
 
 def move_pointers(store: ArtifactStore, manifest: dict) -> dict[str, bool]:
-    """Move every consumer pointer of a published release forward; key -> moved or not."""
+    """Move every consumer pointer of a published release forward; key -> moved or not. A
+    yanked release moves none (a late retry of its publish)."""
+    registry = store.read_json_if_any(layout.registry_key(manifest["model"])) or {}
+    if manifest["version"] in (registry.get("yanked") or {}):
+        return {key: False for key in pointer_docs(manifest)}
     moved = {}
     for key, doc_of in pointer_docs(manifest).items():
         after = store.update_json(key, _advance(doc_of), sort_keys=False)
