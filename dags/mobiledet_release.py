@@ -31,6 +31,7 @@ with DAG(
     schedule=None,
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
+    is_paused_upon_creation=False,   # a button's run must not wait for someone to unpause it
     tags=["mobiledet", "ops"],
     params={
         "action": Param("promote", enum=ACTIONS),

@@ -91,6 +91,7 @@ class _Pages:
         self._env = None
         self._lock = threading.Lock()
         self._html = LRU(64)
+        self.actions = None   # the buttons' settings, inside Airflow only (dashboard/actions.py)
 
     @property
     def env(self):
@@ -109,11 +110,12 @@ class _Pages:
             return f"{base}{path}" + (f"?{urlencode(query)}" if query else "")
 
         reader = self.reader_of()
+        status = context.pop("status_code", 200)
         html = self.env.get_template(name).render(
             base=base, link=link, pair_name=pair_name, store=redact(reader.store.base_uri),
-            page=name.rpartition(".")[0],
+            page=name.rpartition(".")[0], actions=self.actions,
             request_path=request.url.path, **redact(context))
-        return HTMLResponse(html)
+        return HTMLResponse(html, status_code=status)
 
 
 def _json(obj: Any) -> Response:
@@ -122,8 +124,12 @@ def _json(obj: Any) -> Response:
 
 def create_app(reader: StoreReader | Callable[[], StoreReader] | str, *,
                dependencies: list | None = None, title: str = "MobileDet releases",
-               root_path: str = "") -> FastAPI:
-    """The dashboard app over `reader` (a StoreReader, a factory for one, or a store URI)."""
+               root_path: str = "", actions: dict | None = None) -> FastAPI:
+    """The dashboard app over `reader` (a StoreReader, a factory for one, or a store URI).
+
+    `actions` ({"channels": [...]}): add the ops buttons, which trigger the mobiledet_release
+    DAG through Airflow's API as the signed-in user (include/dashboard/actions.py); only the
+    plugin inside Airflow passes it."""
     if isinstance(reader, str):
         reader = StoreReader(reader)
     if isinstance(reader, StoreReader):
@@ -321,6 +327,9 @@ def create_app(reader: StoreReader | Callable[[], StoreReader] | str, *,
                                                                         "application/octet-stream"),
                         headers={"Cache-Control": "public, max-age=3600"})
 
+    if actions is not None:
+        from include.dashboard.actions import add_action_routes
+        add_action_routes(app, pages, **actions)
     return app
 
 

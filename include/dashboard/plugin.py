@@ -10,6 +10,9 @@
   (``airflow/api_fastapi/core_api/security.py``): the caller must present a valid Airflow JWT
   (``Authorization: Bearer`` or the UI's ``_token`` cookie: 401 without one, 403 when it is
   invalid) and be allowed to read the runs of ``mobiledet_convert``.
+* Ops buttons (yank, restore, promote, bless, retry): ``POST /mobiledet/actions`` triggers the
+  ``mobiledet_release`` DAG through Airflow's REST API with the signed-in user's own token, so
+  Airflow's permissions decide (include/dashboard/actions.py).
 * The store comes from ``MOBILEDET_STORE`` (default ``./mobiledet-store``, relative to the
   api-server's working directory); ``MOBILEDET_CONN_ID`` names the Airflow connection of an
   s3:// store (default ``aws_default``).
@@ -49,12 +52,21 @@ def make_reader():
     return StoreReader(store, conn_id=(os.environ.get(CONN_ENV) or "").strip() or None)
 
 
+def channels() -> list[str]:
+    """The release channels of the deployment's config (the promote button offers them)."""
+    from include.config import load_config
+
+    return list(load_config((os.environ.get("MOBILEDET_CONFIG") or "").strip() or None).channels)
+
+
 def build_app():
-    """The dashboard app as the api-server mounts it: store from the environment, auth on."""
+    """The dashboard app as the api-server mounts it: store from the environment, auth on,
+    and the ops buttons (which trigger mobiledet_release through Airflow's API as the user)."""
     from include.dashboard.app import create_app
 
     return create_app(make_reader, dependencies=auth_dependencies(),
-                      title="MobileDet releases (Airflow)")
+                      title="MobileDet releases (Airflow)",
+                      actions={"channels": channels()})
 
 
 class LazyDashboard:

@@ -215,6 +215,7 @@ class ReleasePages:
                 "manifest_key": layout.manifest_key(model, version),
                 "lineage": manifest.get("lineage") or {},
                 "latest": pointers["latest"] == version,
+                "yanked": (self.registry(model).get("yanked") or {}).get(version),
                 "entries": models, "versions": list(reversed(versions))}
 
     # -- diff -------------------------------------------------------------------------------
