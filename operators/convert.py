@@ -22,9 +22,10 @@ from typing import Any
 from include.convert.recipes import PRECISIONS  # light: no TensorFlow at import
 from operators.base import (MobiledetOperator, bad_argument, check_choice, check_count,
                             check_location, is_static)
+from operators.lineage import LineageMixin
 
 
-class TFLiteConvertOperator(MobiledetOperator):
+class TFLiteConvertOperator(LineageMixin, MobiledetOperator):
     """Convert a TFLite-ready frozen graph with one precision recipe.
 
     :param graph: export folder (``mobiledet export``) or TFOD bundle (``pipeline.config`` +
@@ -87,4 +88,5 @@ class TFLiteConvertOperator(MobiledetOperator):
                                calibration_count=self.calibration_count, options=self.options)
         self.log.info("converted %s (%s): %s, %d bytes", self.graph, self.precision,
                       result["model_uri"], result["size_bytes"])
+        self.ol_datasets = ([str(self.graph)], [result["model_uri"]])
         return result

@@ -18,6 +18,7 @@ from typing import Any
 
 from include.store.layout import PUBLISHED_ALIAS
 from operators.base import MobiledetOperator
+from operators.lineage import LineageMixin
 from operators.publish import emit_published
 
 __all__ = ["ExportCheckpointOperator", "ConvertModelOperator", "QualityCheckOperator",
@@ -27,7 +28,7 @@ __all__ = ["ExportCheckpointOperator", "ConvertModelOperator", "QualityCheckOper
 FINAL_DECISIONS_KEY = "decisions"
 
 
-class PlanStepOperator(MobiledetOperator):
+class PlanStepOperator(LineageMixin, MobiledetOperator):
     """Base of the DAG's tasks: the run plan, a map index label, a failure record."""
 
     template_fields: tuple[str, ...] = ("plan",)
@@ -77,7 +78,9 @@ class ExportCheckpointOperator(PlanStepOperator):
 
         ckpt = Checkpoint.model_validate(self.checkpoint)
         self.label(context, ckpt.ckpt_id)
-        return self.recorded(ckpt, lambda: export(self.run_plan, ckpt))
+        out = self.recorded(ckpt, lambda: export(self.run_plan, ckpt))
+        self.ol_datasets = ([ckpt.uri], [out["export_uri"]])
+        return out
 
 
 class ConvertModelOperator(PlanStepOperator):
@@ -97,7 +100,9 @@ class ConvertModelOperator(PlanStepOperator):
 
         job = as_job(self.job)
         self.label(context, job.name)
-        return self.recorded(job, lambda: convert(self.run_plan, job).to_dict())
+        out = self.recorded(job, lambda: convert(self.run_plan, job).to_dict())
+        self.ol_datasets = ([job.export_uri], [out["model_uri"]])
+        return out
 
 
 class QualityCheckOperator(PlanStepOperator):
@@ -132,6 +137,7 @@ class QualityCheckOperator(PlanStepOperator):
         if edgetpu_step.applies(model):
             tpu = self.recorded(model, lambda: edgetpu_step.edgetpu(self.run_plan, model),
                                 "edgetpu")
+        self.ol_datasets = ([model.model_uri], [checked.get("metrics_uri")])
         return {**checked, "edgetpu": tpu}
 
     def on_kill(self) -> None:
@@ -206,7 +212,21 @@ class PublishRunOperator(PlanStepOperator):
             context["ti"].xcom_push(key=FINAL_DECISIONS_KEY, value=decided)
         results = publish_run(run, decided)
         emit_published(context, self.log, published_assets(run, results, decided))
+        self._release_lineage(decided, results)
         return results
+
+    def _release_lineage(self, decided: list[dict], results: list[dict]) -> None:
+        """models of the run -> released model files, each with its gate checks."""
+        checks = {(d["ckpt_id"], d["variant"], d["precision"]): d["decision"].get("checks")
+                  for d in decided}
+        outputs, self.ol_verdicts = [], {}
+        for result in results:
+            for entry in result.get("published") or []:
+                uri = ((entry.get("files") or {}).get("model.tflite") or {}).get("uri")
+                outputs.append(uri)
+                self.ol_verdicts[uri] = checks.get((result["ckpt_id"], entry["variant"],
+                                                 entry["precision"]))
+        self.ol_datasets = ([d.get("model_uri") for d in decided if not d.get("failed")], outputs)
 
 
 class RunReportOperator(PlanStepOperator):

@@ -24,6 +24,7 @@ from include.mobiledet.spec import VARIANTS
 from include.store.layout import PUBLISHED_ALIAS
 from operators.base import MobiledetOperator, bad_argument, check_choice, check_location, \
     is_static
+from operators.lineage import LineageMixin
 
 
 def emit_published(context, log, assets: list[dict]) -> None:
@@ -47,7 +48,7 @@ def _check_name(operator: str, arg: str, value: Any, optional: bool = False) -> 
                            "or digit.")
 
 
-class PublishModelOperator(MobiledetOperator):
+class PublishModelOperator(LineageMixin, MobiledetOperator):
     """Publish one model (and the files that go with it) as MODEL/VERSION in the store.
 
     :param store: the artifact store (a folder or s3://bucket/prefix). Templated.
@@ -154,6 +155,10 @@ class PublishModelOperator(MobiledetOperator):
         result = self.hook.publish(str(self.store), str(self.model_name), version, [artifact],
                                    lineage, publisher=publisher)
         self.log.info("%s/%s: %s", self.model_name, version, result["status"])
+        released = [((e.get("files") or {}).get("model.tflite") or {}).get("uri")
+                    for e in result.get("published") or []]
+        self.ol_datasets = ([model], released)
+        self.ol_verdicts = {uri: decision.get("checks") for uri in released}
         if self.emit_asset and result["status"] == "published":
             store = self.hook.get_conn(str(self.store))
             emit_published(context, self.log, [
