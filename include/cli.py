@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "include.pipeline.serve_commands",  # serve
     "include.dashboard.commands",   # dashboard
     "include.config_commands",      # config
+    "include.tfod.commands",        # import-tfod
 )
 
 
