@@ -63,7 +63,8 @@ def raw_output_function(model, input_size):
 
     concat = model.outputs[0]._keras_history.layer
     parts = concat.input if isinstance(concat.input, list) else [concat.input]
-    body = tf.keras.Model(model.inputs, [*parts, model.outputs[1]])
+    # the model's name scopes the graph's node names (per-layer reports read them)
+    body = tf.keras.Model(model.inputs, [*parts, model.outputs[1]], name=model.name)
     # A QAT model's concat is a tfmot wrapper with its own range. TFOD's graph has none there:
     # the converter gives the concat the range its inputs span (as TOCO did for TFOD), and
     # the squeeze keeps it. With a range of its own after the squeeze, a requantize op would
