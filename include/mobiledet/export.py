@@ -54,10 +54,10 @@ def raw_output_function(model, input_size):
     """A tf.function giving the raw outputs under the TFOD names (sigmoid applied to logits).
 
     Box encodings take TFOD's path: each map's [1, HWA, 4] is made [1, HWA, 1, 4] (TFOD's box
-    predictor output), concatenated (by the model's own concat layer, so a QAT model keeps its
-    range) and squeezed back to [1, N, 4] (ssd_meta_arch.predict). The converter merges the
-    first reshape into the map's own, so the model has one RESHAPE per map and head plus that
-    squeeze: 13, as TFOD's exporter gives. The values are the model's own outputs.
+    predictor output), concatenated by the model's concat layer and squeezed back to [1, N, 4]
+    (ssd_meta_arch.predict). The converter merges the first reshape into the map's own, so the
+    model has one RESHAPE per map and head plus that squeeze: 13, as TFOD's exporter gives.
+    The values are the model's own outputs (a QAT model's: see `inner` below).
     """
     import tensorflow as tf
 

@@ -35,7 +35,7 @@ from pathlib import Path
 from include.errors import CheckpointError
 from include.tfod import names as N
 from include.tfod.checkpoint_index import CheckpointIndex, data_file_name, prefix_of, read_index
-from include.tfod.training import iso_utc, step_fingerprint
+from include.tfod.identity import iso_utc, step_fingerprint
 
 LABEL_MAP_NAMES = ("label_map.pbtxt", "labelmap.pbtxt")
 _SHOW = 8   # variables named in an error message, per list

@@ -33,8 +33,6 @@ callable, so the landing watcher can use it on S3 as on a local folder.
 """
 from __future__ import annotations
 
-import datetime as _dt
-import hashlib
 import os
 import re
 from dataclasses import dataclass
@@ -43,10 +41,10 @@ from typing import Callable, Iterable
 
 from include.errors import CheckpointError
 from include.tfod.checkpoint_index import data_file_name, parse_index
+from include.tfod.identity import iso_utc, step_fingerprint
 
 STATE_FILE = "checkpoint"
 CONFIG_FILE = "pipeline.config"
-FINGERPRINT_FORMAT = "tfod-step/1"
 _STEP_RE = re.compile(r"^(?P<prefix>.+-(?P<step>\d+))\.index$")
 _STATE_RE = re.compile(r'^\s*(model_checkpoint_path|all_model_checkpoint_paths)\s*:\s*"(.*)"\s*$')
 
@@ -74,30 +72,6 @@ class Step:
                 "index_key": self.index_key, "data_keys": list(self.data_keys),
                 "config_key": self.config_key, "fingerprint": self.fingerprint,
                 "created": self.created, "size": self.size}
-
-
-def step_fingerprint(step: int, index_bytes: bytes, config_bytes: bytes) -> str:
-    h = hashlib.sha256()
-    h.update(f"{FINGERPRINT_FORMAT}\n{int(step)}\n".encode())
-    h.update(hashlib.sha256(index_bytes).hexdigest().encode() + b"\n")
-    h.update(hashlib.sha256(config_bytes).hexdigest().encode() + b"\n")
-    return h.hexdigest()
-
-
-def iso_utc(mtime) -> str | None:
-    """epoch seconds, a datetime or an ISO string -> "YYYY-MM-DDTHH:MM:SSZ" (None stays None)."""
-    if mtime is None:
-        return None
-    if isinstance(mtime, str):
-        text = mtime.strip().replace("Z", "+00:00")
-        ts = _dt.datetime.fromisoformat(text)
-    elif isinstance(mtime, _dt.datetime):
-        ts = mtime
-    else:
-        ts = _dt.datetime.fromtimestamp(float(mtime), tz=_dt.timezone.utc)
-    if ts.tzinfo is None:
-        ts = ts.replace(tzinfo=_dt.timezone.utc)
-    return ts.astimezone(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _entry(item) -> tuple:
