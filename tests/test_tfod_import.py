@@ -394,3 +394,16 @@ def test_cli_imports_a_training_folder(edgetpu_qat, tmp_path):
     assert result["step"] == 50000 and result["fingerprint"] == step.fingerprint
     assert result["created"] == step.created
     assert json.loads((tmp_path / "ckpt" / "checkpoint.json").read_text())["qat"] is True
+
+
+def test_a_tf2_checkpoint_is_named_as_such(tmp_path):
+    import tensorflow as tf
+
+    from include.errors import CheckpointError
+    from include.tfod.importer import check_tfod
+
+    prefix = tf.train.Checkpoint(v=tf.Variable(1.0)).write(str(tmp_path / "ckpt-1"))
+    config = tmp_path / "pipeline.config"
+    config.write_text(tfod_config(ModelSpec("edgetpu", **SPEC)))
+    with pytest.raises(CheckpointError, match="TF2 object-based checkpoint"):
+        check_tfod(prefix, config)

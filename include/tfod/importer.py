@@ -73,6 +73,12 @@ def plan_import(prefix, config) -> Plan:
     index_file = prefix + ".index"
     names = list(index.entries)
 
+    if "_CHECKPOINTABLE_OBJECT_GRAPH" in index.entries:
+        raise CheckpointError(
+            "this is a TF2 object-based checkpoint (it has _CHECKPOINTABLE_OBJECT_GRAPH, as "
+            "TFOD's model_main_tf2.py writes), not a TF1 training checkpoint.", where=index_file,
+            fix="import the checkpoint of a TF1 TFOD training (model_main.py / train.py; "
+                "MobileDet is a TF1 model in TFOD), or export the TF2 model yourself.")
     scopes = N.feature_extractor_scopes(names)
     want = N.SCOPES[variant]
     if want not in scopes:
