@@ -260,6 +260,7 @@ def _op(model, opcode, output_part):
 
 
 def test_trained_ranges_reach_the_uint8_model(edgetpu_qat):
+    from include.edgetpu.analyze import analyze_model
     from include.edgetpu.logparse import parse_operation_log
     from include.edgetpu.tflite_model import read_model
 
@@ -267,6 +268,9 @@ def test_trained_ranges_reach_the_uint8_model(edgetpu_qat):
     # op for op what TFOD's own uint8 MobileDet-EdgeTPU has (its compiler log; 13 RESHAPE)
     log = parse_operation_log((REAL / "ssdlite_mobiledet_dog_vs_cat_edgetpu.log").read_text())
     assert model.op_histogram == {r["operator"]: r["count"] for r in log["operators"]}
+    # and the offline Edge TPU prediction gives the compiler's own table for TFOD's model
+    predicted = analyze_model(edgetpu_qat["models"]["uint8"])["operators"]
+    assert sorted(map(json.dumps, predicted)) == sorted(map(json.dumps, log["operators"]))
     stem = model.ops[0]
     assert stem.inputs[1].dtype == "uint8"
     _close(stem.inputs[1].quantization, *RANGES[f"{ROOT}/Conv/weights_quant"], narrow=True)
