@@ -411,3 +411,21 @@ def test_a_tf2_checkpoint_is_named_as_such(tmp_path):
     config.write_text(tfod_config(ModelSpec("edgetpu", **SPEC)))
     with pytest.raises(CheckpointError, match="TF2 object-based checkpoint"):
         check_tfod(prefix, config)
+
+
+def test_head_settings_of_the_published_configs_pass_and_others_are_named(edgetpu_qat, tmp_path):
+    from include.convert.tfod import read_pipeline_config
+    from include.errors import CheckpointError
+    from include.tfod.importer import check_head_settings, check_tfod
+
+    for path in sorted((HERE / "fixtures" / "tfod").glob("ssdlite_mobiledet_*.config")):
+        check_head_settings(read_pipeline_config(path), str(path))
+    text = tfod_config(edgetpu_qat["spec"], qat=True)
+    for old, new, field in (("min_scale: 0.2", "min_scale: 0.1", "min_scale is 0.1"),
+                            ("epsilon: 0.001", "epsilon: 0.01", "batch_norm.epsilon is 0.01"),
+                            ("y_scale: 10.0", "y_scale: 5.0", "y_scale is 5.0")):
+        assert old in text
+        config = tmp_path / "pipeline.config"
+        config.write_text(text.replace(old, new, 1))
+        with pytest.raises(CheckpointError, match=field):
+            check_tfod(edgetpu_qat["prefix"], config)

@@ -107,6 +107,7 @@ def plan_import(prefix, config) -> Plan:
         raise CheckpointError(f"{config} {said}, but the checkpoint {held}.", where=index_file,
                               fix="pass the pipeline.config this checkpoint was trained with.")
     _check_classes(index, cfg, index_file, str(config))
+    check_head_settings(cfg, str(config))
 
     expected = {v.name: v for v in N.layout(spec).variables(qat)}
     eval_ema = bool(_first(cfg["raw"], "eval_config.use_moving_averages", False))
@@ -178,6 +179,50 @@ def _check_classes(index, cfg, index_file, config):
             f"{anchors * (cfg['num_classes'] + 1)}.", where=index_file,
             fix="pass the pipeline.config the checkpoint was trained with"
                 + (f" (model.ssd.num_classes: {int(per) - 1})" if per == int(per) else "") + ".")
+
+
+def check_head_settings(cfg, config):
+    """Settings the weights do not show but the model needs as trained: batch-norm epsilon of
+    the feature maps and box predictor (folded into the convs), anchors and box coder (the
+    exported graph's constants and post-process)."""
+    from include.mobiledet import anchors as anchor_gen
+    from include.mobiledet.blocks import HEAD_BN
+    from include.mobiledet.box_coder import SCALES
+
+    ssd = "model.ssd"
+    raw = cfg["raw"]
+    wants = [(f"{ssd}.{p}.conv_hyperparams.batch_norm.epsilon", HEAD_BN["epsilon"])
+             for p in ("feature_extractor", "box_predictor.convolutional_box_predictor")]
+    a = cfg.get("anchors") or {}
+    if a.get("type") not in (None, "ssd_anchor_generator"):
+        raise CheckpointError(f"{ssd}.anchor_generator is {a['type']}; MobileDet SSDLite uses "
+                              "ssd_anchor_generator.", where=config,
+                              fix="pass the config of an ssdlite_mobiledet model.")
+    gen = f"{ssd}.anchor_generator.ssd_anchor_generator"
+    defaults = {"num_layers": 6, "min_scale": 0.2, "max_scale": 0.95,
+                "reduce_boxes_in_lowest_layer": True, "interpolated_scale_aspect_ratio": 1.0}
+    wants += [(f"{gen}.{k}", v) for k, v in defaults.items()]
+    found = {f"{gen}.{k}": a[k] for k in defaults if k in a}
+    if a.get("aspect_ratios"):
+        got, want = a["aspect_ratios"], anchor_gen.DEFAULT_ASPECT_RATIOS
+        if len(got) != len(want) or any(abs(x - y) > 1e-3 for x, y in zip(got, want)):
+            raise CheckpointError(
+                f"{gen}.aspect_ratios are {got}; this project's anchors (and the exported "
+                f"graph's) use {[round(r, 4) for r in want]}.", where=config,
+                fix="only the MobileDet configs' anchors can be imported.")
+    coder = cfg.get("box_coder") or {}
+    for key, want in zip(("y_scale", "x_scale", "height_scale", "width_scale"), SCALES):
+        wants.append((f"{ssd}.box_coder.faster_rcnn_box_coder.{key}", want))
+        if key in coder:
+            found[f"{ssd}.box_coder.faster_rcnn_box_coder.{key}"] = coder[key]
+    for path, want in wants:
+        got = found.get(path, _first(raw, path, want))
+        if isinstance(want, bool) and bool(got) != want or \
+                not isinstance(want, bool) and abs(float(got) - float(want)) > 1e-6:
+            raise CheckpointError(
+                f"{path} is {got}; this project's MobileDet SSDLite has {want} (the published "
+                "configs' value), so the imported model would not compute what was trained.",
+                where=config, fix=f"only models trained with {path}: {want} can be imported.")
 
 
 def _mapping_error(plan, expected, unmapped_ckpt, unmapped_model, mismatched):
