@@ -96,7 +96,8 @@ def test_a_store_listing_finds_the_folder_and_the_same_steps(job):
     Item = namedtuple("Item", "key size modified")
     listing = [Item(f"jobs/run1/{name}", size, mtime) for name, size, mtime in
                local_listing(folder)]
-    listing += [Item("jobs/run1/eval_0/events.out.tfevents.1", 10, 0.0),
+    listing += [Item("jobs/run1/label_map.pbtxt", 40, 0.0),
+                Item("jobs/run1/eval_0/events.out.tfevents.1", 10, 0.0),
                 Item("other/ckpt/checkpoint.json", 10, 0.0),
                 Item("jobs/.run2.partial-1/checkpoint", 10, 0.0)]
     assert training_folders(listing) == ["jobs/run1"]
@@ -112,6 +113,10 @@ def test_a_store_listing_finds_the_folder_and_the_same_steps(job):
         [(s.step, s.fingerprint, s.created) for s in local]
     assert steps[-1].prefix == "jobs/run1/model.ckpt-300"
     assert steps[-1].data_keys == ("jobs/run1/model.ckpt-300.data-00000-of-00001",)
+    # what to copy to import the step elsewhere, the label map beside the config included
+    assert steps[-1].files == ("jobs/run1/model.ckpt-300.index",
+                               "jobs/run1/model.ckpt-300.data-00000-of-00001",
+                               "jobs/run1/pipeline.config", "jobs/run1/label_map.pbtxt")
     # only small files are read: the state file, the config and the indexes
     assert all(not k.endswith(".data-00000-of-00001") for k in reads)
     dicts = [{"key": i.key, "size": i.size, "modified": i.modified} for i in listing]

@@ -47,6 +47,8 @@ STATE_FILE = "checkpoint"
 CONFIG_FILE = "pipeline.config"
 _STEP_RE = re.compile(r"^(?P<prefix>.+-(?P<step>\d+))\.index$")
 _STATE_RE = re.compile(r'^\s*(model_checkpoint_path|all_model_checkpoint_paths)\s*:\s*"(.*)"\s*$')
+_LABEL_MAP_RE = re.compile(r'label_map_path\s*:\s*"([^"]*)"')
+LABEL_MAP_NAMES = ("label_map.pbtxt", "labelmap.pbtxt")
 
 
 @dataclass(frozen=True)
@@ -61,17 +63,20 @@ class Step:
     fingerprint: str
     created: str                   # ISO-8601 UTC, seconds: "2026-01-01T12:00:00Z"
     size: int                      # bytes of the index and data files
+    label_key: str | None = None   # the label map beside pipeline.config, when there is one
 
     @property
     def files(self) -> tuple:
-        """Keys to copy to import this step elsewhere (index, data, pipeline.config)."""
-        return (self.index_key, *self.data_keys, self.config_key)
+        """Keys to copy to import this step elsewhere (index, data, pipeline.config and the
+        label map the config names, when it is in the folder)."""
+        return (self.index_key, *self.data_keys, self.config_key,
+                *((self.label_key,) if self.label_key else ()))
 
     def to_dict(self) -> dict:
         return {"step": self.step, "prefix": self.prefix, "folder": self.folder,
                 "index_key": self.index_key, "data_keys": list(self.data_keys),
-                "config_key": self.config_key, "fingerprint": self.fingerprint,
-                "created": self.created, "size": self.size}
+                "config_key": self.config_key, "label_key": self.label_key,
+                "fingerprint": self.fingerprint, "created": self.created, "size": self.size}
 
 
 def _entry(item) -> tuple:
@@ -153,15 +158,19 @@ def complete_steps(listing: Iterable, read: Callable[[str], bytes], folder: str 
         config_bytes = read(files[CONFIG_FILE][0])
     except (OSError, FileNotFoundError):
         return []   # removed or rewritten between the listing and the read: next time
+    named = [re.split(r"[\\/]", p)[-1] for p in
+             _LABEL_MAP_RE.findall(config_bytes.decode("utf-8", "replace"))]
+    label = next((files[n][0] for n in (*named, *LABEL_MAP_NAMES) if n in files), None)
     steps = []
     for name in named_prefixes(state):
-        step = _complete_step(files, folder, name, read, config_bytes)
+        step = _complete_step(files, folder, name, read, config_bytes, label)
         if step is not None:
             steps.append(step)
     return sorted(steps, key=lambda s: s.step)
 
 
-def _complete_step(files: dict, folder: str, name: str, read, config_bytes) -> Step | None:
+def _complete_step(files: dict, folder: str, name: str, read, config_bytes,
+                   label_key=None) -> Step | None:
     m = _STEP_RE.match(name + ".index")
     if not m or name + ".index" not in files:
         return None
@@ -189,7 +198,7 @@ def _complete_step(files: dict, folder: str, name: str, read, config_bytes) -> S
                 data_keys=tuple(data_keys),
                 config_key=f"{folder}/{CONFIG_FILE}" if folder else CONFIG_FILE,
                 fingerprint=step_fingerprint(int(m.group("step")), data, config_bytes),
-                created=max(stamps) if stamps else None, size=total)
+                created=max(stamps) if stamps else None, size=total, label_key=label_key)
 
 
 def local_listing(folder) -> list:
