@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
-from include.errors import CheckpointError
+from include.errors import CheckpointError, MobiledetError
 from include.tfod.checkpoint_index import data_file_name, parse_index
 from include.tfod.identity import iso_utc, step_fingerprint
 
@@ -146,8 +146,9 @@ def complete_steps(listing: Iterable, read: Callable[[str], bytes], folder: str 
     listing: the files under the folder (or a whole store: `folder` picks the training folder;
     keys relative to the listing's root, '/'-separated), each (key, size, mtime) or an object /
     dict with key, size, modified. read(key) -> bytes reads a small file (the state file,
-    pipeline.config, index files). Steps not (yet) complete are left out; nothing raises for
-    them. Returns [] when the folder has no state file or no pipeline.config.
+    pipeline.config, index files; an OSError or the project's StoreError when a file has gone
+    counts as not landed). Steps not (yet) complete are left out; nothing raises for them.
+    Returns [] when the folder has no state file or no pipeline.config.
     """
     folder = folder.strip("/")
     files = _folders(listing).get(folder, {})
@@ -156,7 +157,7 @@ def complete_steps(listing: Iterable, read: Callable[[str], bytes], folder: str 
     try:
         state = read(files[STATE_FILE][0]).decode("utf-8", "replace")
         config_bytes = read(files[CONFIG_FILE][0])
-    except (OSError, FileNotFoundError):
+    except (OSError, MobiledetError):
         return []   # removed or rewritten between the listing and the read: next time
     named = [re.split(r"[\\/]", p)[-1] for p in
              _LABEL_MAP_RE.findall(config_bytes.decode("utf-8", "replace"))]
@@ -178,8 +179,8 @@ def _complete_step(files: dict, folder: str, name: str, read, config_bytes,
     try:
         data = read(index_key)
         index = parse_index(data, index_key)
-    except (OSError, CheckpointError):
-        return None                   # gone, or still being written
+    except (OSError, MobiledetError):
+        return None                   # gone, or still being written (a store's read error too)
     needed = index.required_shard_sizes()
     data_keys, mtimes, total = [], [index_mtime], len(data)
     for shard in range(index.num_shards):
