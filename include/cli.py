@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "include.store.commands",       # checkpoints (the ledger), prune
     "include.store.release_commands",  # release promote|yank|restore|bless|history|...
     "include.config_commands",      # config
+    "include.tfod.commands",        # import-tfod
 )
 
 

@@ -184,6 +184,84 @@ def _zero_images(tmp):
          "r")
 
 
+_TFOD_CACHE: list = []
+
+
+def _tfod_training_folder(tmp) -> Path:
+    """A small TFOD EdgeTPU float training folder written by TF1's Saver (written once per
+    process, copied per row)."""
+    import tempfile
+
+    from include.mobiledet.spec import ModelSpec
+    from tfod_tf1 import write_checkpoint
+
+    if not _TFOD_CACHE:
+        root = Path(tempfile.mkdtemp(prefix="mobiledet-bad-tfod-")) / "train"
+        write_checkpoint(root, ModelSpec("edgetpu", 3, 64, 0.25), step=1000)
+        _TFOD_CACHE.append(root)
+    folder = tmp / "train"
+    shutil.copytree(_TFOD_CACHE[0], folder)
+    return folder
+
+
+def _tfod_other_architecture(tmp):
+    """An ssd_mobilenet_v2 training checkpoint (TF1 Saver, its variable names) given with a
+    MobileDet config."""
+    import numpy as np
+    import tensorflow as tf
+
+    from include.mobiledet.spec import ModelSpec
+    from include.tfod.importer import check_tfod
+    from tfod_tf1 import tfod_config
+
+    v1 = tf.compat.v1
+    (tmp / "train").mkdir()
+    with tf.Graph().as_default() as g:
+        for name, shape in (("FeatureExtractor/MobilenetV2/Conv/weights", (3, 3, 3, 32)),
+                            ("FeatureExtractor/MobilenetV2/Conv/BatchNorm/gamma", (32,)),
+                            ("FeatureExtractor/MobilenetV2/expanded_conv/depthwise/"
+                             "depthwise_weights", (3, 3, 32, 1)),
+                            ("FeatureExtractor/MobilenetV2/layer_19_1_Conv2d_2_1x1_256/weights",
+                             (1, 1, 1280, 256)),
+                            ("BoxPredictor_0/BoxEncodingPredictor/weights", (1, 1, 576, 12))):
+            v1.get_variable(name, initializer=np.zeros(shape, np.float32))
+        v1.train.get_or_create_global_step()
+        with v1.Session(graph=g) as sess:
+            sess.run(v1.global_variables_initializer())
+            prefix = v1.train.Saver().save(sess, str(tmp / "train" / "model.ckpt"),
+                                           global_step=2000)
+    config = tmp / "train" / "pipeline.config"
+    config.write_text(tfod_config(ModelSpec("edgetpu", 3, 64, 0.25)))
+    check_tfod(prefix, config)
+
+
+def _tfod_missing_data(tmp):
+    from include.tfod.training import import_training_dir
+
+    folder = _tfod_training_folder(tmp)
+    (folder / "model.ckpt-1000.data-00000-of-00001").unlink()
+    import_training_dir(folder, tmp / "ckpt", step=1000)
+
+
+def _tfod_truncated_data(tmp):
+    from include.tfod.importer import import_tfod
+
+    folder = _tfod_training_folder(tmp)
+    data = folder / "model.ckpt-1000.data-00000-of-00001"
+    data.write_bytes(data.read_bytes()[:4096])
+    import_tfod(folder / "model.ckpt-1000", folder / "pipeline.config", tmp / "ckpt")
+
+
+def _tfod_num_classes(tmp):
+    from include.mobiledet.spec import ModelSpec
+    from include.tfod.importer import import_tfod
+    from tfod_tf1 import tfod_config
+
+    folder = _tfod_training_folder(tmp)
+    (folder / "pipeline.config").write_text(tfod_config(ModelSpec("edgetpu", 90, 64, 0.25)))
+    import_tfod(folder / "model.ckpt-1000", folder / "pipeline.config", tmp / "ckpt")
+
+
 def _free_port() -> int:
     import socket
 
@@ -237,6 +315,15 @@ ROWS = [
      ["'input_size'", "100000", "Fix:"]),
     ("a 20000 x 20000 image", _huge_image, "DataError",
      ["panorama.png", "20000 x 20000", "Mpx", "Fix:"]),
+    ("a TFOD checkpoint of another architecture", _tfod_other_architecture, "CheckpointError",
+     ["FeatureExtractor/MobilenetV2 (ssd_mobilenet_v2)", "ssd_mobiledet_edgetpu", "Fix:"]),
+    ("a TFOD checkpoint without its .data file", _tfod_missing_data, "CheckpointError",
+     ["model.ckpt-1000.data-00000-of-00001", "missing", "Fix:"]),
+    ("a truncated TFOD .data file", _tfod_truncated_data, "CheckpointError",
+     ["model.ckpt-1000.data-00000-of-00001", "truncated", "4096 bytes", "Fix:"]),
+    ("num_classes against the TFOD class predictor", _tfod_num_classes, "CheckpointError",
+     ["model.ssd.num_classes is 90", "BoxPredictor_0/ClassPredictor/biases", "12 outputs",
+      "num_classes: 3", "Fix:"]),
 ]
 
 

@@ -33,15 +33,24 @@ def utc_now() -> str:
 
 def save_checkpoint(model, out_dir, spec: ModelSpec, *, qat: bool, label_map: dict, steps: int,
                     data_fingerprint: str | None, training: dict | None = None,
-                    parent: str | None = None) -> dict:
-    """Write a complete checkpoint folder atomically; returns its metadata."""
+                    parent: str | None = None, source: dict | None = None,
+                    fingerprint: str | None = None, created: str | None = None) -> dict:
+    """Write a complete checkpoint folder atomically; returns its metadata.
+
+    source: where the weights came from when they were not trained here (a TFOD import:
+    its checkpoint prefix, global step, pipeline.config sha256); stored as `source`.
+    fingerprint, created: the identity of that source, kept instead of the ones computed here,
+    so importing the same source twice gives the same checkpoint identity.
+    """
     from include.convert.tfod import write_pipeline_config
 
+    qat_scheme = None
     if qat:
         # The uint8 input contract (scale 1/128, zero point 128) lives in the input quantiser's
         # range; training moves it, so every saved QAT checkpoint carries the pinned range.
-        from include.mobiledet.qat import pin_input_range
+        from include.mobiledet.qat import pin_input_range, scheme_of
         pin_input_range(model)
+        qat_scheme = scheme_of(model)
     with staged_dir(out_dir) as tmp:
         model.save_weights(str(tmp / WEIGHTS))
         write_pipeline_config(tmp / "pipeline.config", spec, qat=qat, label_map=label_map,
@@ -59,7 +68,13 @@ def save_checkpoint(model, out_dir, spec: ModelSpec, *, qat: bool, label_map: di
             "training": training or {},
             "weights": {WEIGHTS: sha256_file(tmp / WEIGHTS)},
         }
-        meta["fingerprint"] = hashlib.sha256(
+        if qat_scheme:
+            meta["qat_scheme"] = qat_scheme
+        if source:
+            meta["source"] = source
+        if created:
+            meta["created"] = created
+        meta["fingerprint"] = fingerprint or hashlib.sha256(
             json.dumps({k: meta[k] for k in ("weights", "variant", "num_classes", "input_size",
                                               "depth_multiplier", "qat")}, sort_keys=True).encode()
         ).hexdigest()
@@ -121,7 +136,7 @@ def load_checkpoint(ckpt_dir, batch_size=None):
     spec = spec_of(meta)
     if meta["qat"]:
         from include.mobiledet.qat import build_qat_detector
-        model = build_qat_detector(spec, batch_size=batch_size)
+        model = build_qat_detector(spec, batch_size=batch_size, scheme=meta.get("qat_scheme"))
     else:
         model = build_detector(spec, batch_size=batch_size)
     path = Path(ckpt_dir) / WEIGHTS

@@ -51,13 +51,32 @@ def postprocess_attrs(num_classes, max_detections=10, score_threshold=1e-8, iou_
 
 
 def raw_output_function(model, input_size):
-    """A tf.function giving the raw outputs under the TFOD names (sigmoid applied to logits)."""
+    """A tf.function giving the raw outputs under the TFOD names (sigmoid applied to logits).
+
+    Box encodings take TFOD's path: each map's [1, HWA, 4] is made [1, HWA, 1, 4] (TFOD's box
+    predictor output), concatenated by the model's concat layer and squeezed back to [1, N, 4]
+    (ssd_meta_arch.predict). The converter merges the first reshape into the map's own, so the
+    model has one RESHAPE per map and head plus that squeeze: 13, as TFOD's exporter gives.
+    The values are the model's own outputs (a QAT model's: see `inner` below).
+    """
     import tensorflow as tf
+
+    concat = model.outputs[0]._keras_history.layer
+    parts = concat.input if isinstance(concat.input, list) else [concat.input]
+    # the model's name scopes the graph's node names (per-layer reports read them)
+    body = tf.keras.Model(model.inputs, [*parts, model.outputs[1]], name=model.name)
+    # A QAT model's concat is a tfmot wrapper with its own range. TFOD's graph has none there:
+    # the converter gives the concat the range its inputs span (as TOCO did for TFOD), and
+    # the squeeze keeps it. With a range of its own after the squeeze, a requantize op would
+    # sit between the two.
+    inner = getattr(concat, "layer", concat)
 
     @tf.function(input_signature=[tf.TensorSpec([1, input_size, input_size, 3], tf.float32,
                                                 name=INPUT_NAME)])
     def raw_outputs(normalized_input_image_tensor):
-        boxes, logits = model(normalized_input_image_tensor, training=False)
+        *maps, logits = body(normalized_input_image_tensor, training=False)
+        maps = [tf.reshape(m, [1, -1, 1, 4]) for m in maps]
+        boxes = tf.reshape(inner(maps), [1, -1, 4], name="Squeeze")
         return {"box_encodings": tf.identity(boxes, name=BOX_ENCODINGS),
                 "class_predictions": tf.identity(tf.sigmoid(logits), name=CLASS_PREDICTIONS)}
 
