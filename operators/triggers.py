@@ -15,8 +15,11 @@ asset whose ``extra`` is ``{"from_trigger": True, "payload": <the event payload>
 (`airflow.models.trigger.Trigger.submit_event`). A run started by it reads the checkpoint with
 ``triggering_asset_events[asset][-1].extra["payload"]["checkpoint_uri"]``.
 
-What counts as landed (checkpoint.json, or a TFOD bundle with its ``_SUCCESS`` marker) is defined
-in `include.pipeline.landing`; this module only lists, waits and de-duplicates.
+What counts as landed (checkpoint.json, a TFOD bundle with its ``_SUCCESS`` marker, a complete
+step of a TFOD training folder) is defined in `include.pipeline.landing`; this module only
+lists, waits and de-duplicates. A training folder's steps are reported one landing per step
+(``checkpoint_uri`` = ``folder/model.ckpt-N``, kind ``"tfod-training"``); its small files (the
+state file, pipeline.config, each step's index) are read once per version.
 
 **Fires once per new checkpoint, per trigger instance.** The trigger keeps the landings it has
 reported (folder + marker ETag/mtime) in memory. A checkpoint already in the store when the
@@ -119,6 +122,7 @@ class CheckpointLandingTrigger(BaseEventTrigger):
         self._last_error_at: float | None = None
         self._failing = False
         self._store: AsyncArtifactStore | None = None
+        self._small_files: dict[tuple[str, str], bytes] = {}   # (key, tag) -> bytes
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (CLASSPATH, {
@@ -163,7 +167,7 @@ class CheckpointLandingTrigger(BaseEventTrigger):
                 await asyncio.sleep(self.poll_interval)
                 continue
             self._recovered(loc)
-            found = landing.landed_checkpoints(entries)
+            found = landing.landed_checkpoints(entries) + await self._steps(loc, entries)
             first = not self._listed_once
             self._listed_once = True
             for item in found:
@@ -344,7 +348,38 @@ class CheckpointLandingTrigger(BaseEventTrigger):
     async def _read(self, loc: StoreURI, key: str) -> bytes:
         return await self._opened(loc).get_bytes(key)
 
+    async def _steps(self, loc: StoreURI, entries: list) -> list:
+        """The landed steps of the TFOD training folders in the listing. Small files are read
+        once per version (key, tag): a step's index is read when it lands, the state file and
+        pipeline.config again only when they change."""
+        from include.tfod.training import training_folders
+
+        if not training_folders(entries):
+            self._small_files = {}
+            return []
+        tags = {e.key: e.tag for e in entries}
+        cache = {k: v for k, v in self._small_files.items() if tags.get(k[0]) == k[1]}
+
+        def find(store):
+            def read(key):
+                version = (key, tags.get(key))
+                if version not in cache:
+                    cache[version] = store.get_bytes(key)
+                return cache[version]
+            return landing.landed_steps(entries, read)
+        try:
+            return await self._opened(loc).run(find)
+        finally:
+            self._small_files = cache
+
     async def _metadata(self, loc: StoreURI, item: landing.Landed) -> dict:
+        if item.kind == "tfod-training":
+            folder = item.key.rpartition("/")[0]
+            config_key = f"{folder}/pipeline.config" if folder else "pipeline.config"
+            cached = [v for (k, _), v in self._small_files.items() if k == config_key]
+            data = cached[0] if cached else await self._read(loc, config_key)
+            meta = landing.tfod_metadata(data.decode("utf-8", errors="replace"), item.modified)
+            return dict(meta, fingerprint=item.marker_tag, created=item.modified)
         if item.kind == "checkpoint":
             data = await self._read(loc, item.marker)
             return landing.checkpoint_metadata(data, loc.join(item.marker).uri)

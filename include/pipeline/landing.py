@@ -21,6 +21,12 @@ Files and folders whose name starts with ``.`` (the staging names ``.NAME.partia
 S3 "folder" placeholder keys (ending in ``/``) are ignored, so a folder being written is never
 seen half-done.
 
+* or it is a step of a TFOD (TF1) training folder (kind ``"tfod-training"``): the folder's
+  ``checkpoint`` state file names ``model.ckpt-N`` and the step's index and data files are
+  complete (`include.tfod.training`'s landing rule). Each landed step is its own checkpoint,
+  named by its prefix (``folder/model.ckpt-N``); its marker is the step's index file and its
+  tag the step's fingerprint. A training job that keeps going lands one checkpoint per step.
+
 A checkpoint's identity for de-duplication is (folder, marker tag): a checkpoint written again
 in the same folder (a new checkpoint.json, a new _SUCCESS) is a new landing.
 """
@@ -38,7 +44,7 @@ from include.store.uri import StoreURI
 CHECKPOINT_MARKER = "checkpoint.json"
 TFOD_MARKER = "_SUCCESS"
 TFOD_FILES = ("pipeline.config", "tflite_graph.pb")
-KINDS = ("checkpoint", "tfod")
+KINDS = ("checkpoint", "tfod", "tfod-training")
 METADATA_KEYS = ("variant", "qat", "num_classes", "input_size", "depth_multiplier",
                  "fingerprint", "created")
 
@@ -96,6 +102,21 @@ def landed_checkpoints(listing: Iterable) -> list[Landed]:
             continue
         landed.append(Landed(folder, kind, marker.key.strip("/"), marker.tag, marker.modified))
     return landed
+
+
+def landed_steps(listing: Iterable, read) -> list[Landed]:
+    """The landed steps of the TFOD training folders in a listing, as landings (key = the
+    step's prefix, marker = its index file, tag = its fingerprint, modified = its time).
+    read(key) -> bytes reads a small file (state file, pipeline.config, index files)."""
+    from include.tfod.training import complete_steps, training_folders
+
+    entries = [_as_entry(item) for item in listing]
+    out = []
+    for folder in training_folders(entries):
+        for step in complete_steps(entries, read, folder):
+            out.append(Landed(step.prefix, "tfod-training", step.index_key, step.fingerprint,
+                              step.created))
+    return out
 
 
 def pending_bundles(listing: Iterable) -> list[str]:

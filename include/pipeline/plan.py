@@ -32,7 +32,9 @@ from include.store import layout
 
 Precision = Literal[PRECISIONS]  # type: ignore[valid-type]
 Variant = Literal[VARIANTS]  # type: ignore[valid-type]
-CheckpointKind = Literal["checkpoint", "export", "tfod"]
+#: "checkpoint" (mobiledet train), "export", "tfod" (a TFOD export bundle), "tfod-training" (a
+#: step of a TFOD TF1 training folder, imported at export)
+CheckpointKind = Literal["checkpoint", "export", "tfod", "tfod-training"]
 
 
 def safe_run_id(run_id: str) -> str:

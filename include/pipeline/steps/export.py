@@ -31,12 +31,15 @@ def _export(run: RunPlan, ckpt: Checkpoint, meter) -> dict:
         with meter.part("ledger"):   # converting: the lease starts again
             run.ledger.mark(ckpt.ledger_id, run.run_id, "converting")
     with tempfile.TemporaryDirectory(prefix="mobiledet-export-") as tmp:
-        with meter.part("download"):
-            src = local_copy(ckpt.uri, tmp, run.conn_id)
         with meter.part("tensorflow import"):
             import tensorflow  # noqa: F401  (timed apart: every task process pays it once)
             from include.convert.source import open_graph
-        if ckpt.kind == "checkpoint":
+        if ckpt.kind == "tfod-training":   # only the step's files, then the import
+            src = _import_step(run, ckpt, Path(tmp), meter)
+        else:
+            with meter.part("download"):
+                src = local_copy(ckpt.uri, tmp, run.conn_id)
+        if ckpt.kind in ("checkpoint", "tfod-training"):
             from include.mobiledet.export import export_checkpoint
             out = Path(tmp) / "export"
             with meter.part("export"):
@@ -51,6 +54,20 @@ def _export(run: RunPlan, ckpt: Checkpoint, meter) -> dict:
         inputs_uri = ensure_eval_inputs(run, int(size), Path(tmp), meter) if size else None
     return {"ckpt_id": ckpt.ckpt_id, "export_uri": uri, "graph": graph.to_dict(),
             "eval_inputs_uri": inputs_uri}
+
+
+def _import_step(run: RunPlan, ckpt: Checkpoint, tmp: Path, meter) -> Path:
+    """The planned step of a TFOD training folder, imported into a checkpoint folder."""
+    from include.tfod.source import StepSource, local_step, step_of
+    from include.tfod.training import import_training_dir
+
+    src = StepSource(ckpt.lineage["folder_uri"], step_of(ckpt.lineage))
+    with meter.part("download"):
+        folder = local_step(src, tmp, run.conn_id)
+    out = tmp / "imported"
+    with meter.part("tfod import"):
+        import_training_dir(folder, out, identity=src.step)
+    return out
 
 
 def ensure_eval_inputs(run: RunPlan, size: int, tmp: Path, meter) -> str | None:

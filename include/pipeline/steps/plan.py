@@ -57,6 +57,19 @@ def describe_source(path: Path) -> dict:
         fix="pass a folder written by `mobiledet train` or `mobiledet export`, or a TFOD bundle.")
 
 
+def describe(uri: str, workdir: Path, conn_id: str | None) -> dict:
+    """What the checkpoint at `uri` is (describe_source's keys): a TFOD training folder or
+    step (`include.tfod.source`: its pipeline.config and the step's identity), else the
+    folder's header files."""
+    from include.pipeline.inputs import checkpoint_header
+    from include.tfod.source import checkpoint_info, find_step
+
+    step = find_step(uri, conn_id)
+    if step is not None:
+        return checkpoint_info(step, Path(workdir), conn_id)
+    return describe_source(checkpoint_header(uri, workdir, conn_id))
+
+
 def plan(conf: dict, run_id: str) -> RunPlan:
     """Run params -> the run plan shared by every task, one entry per checkpoint."""
     from include.store import open_store
@@ -72,7 +85,6 @@ def plan(conf: dict, run_id: str) -> RunPlan:
 
 def _plan(conf: dict, rid: str, config, meter) -> RunPlan:
     from include.config import check_precisions
-    from include.pipeline.inputs import checkpoint_header
 
     checkpoints = conf.get("checkpoints") or []
     if isinstance(checkpoints, str):
@@ -104,8 +116,7 @@ def _plan(conf: dict, rid: str, config, meter) -> RunPlan:
         for i, (uri, record) in enumerate(todo):
             try:
                 with meter.part("download"):  # checkpoint.json (or the bundle's header)
-                    info = describe_source(checkpoint_header(uri, Path(tmp) / f"ckpt-{i}",
-                                                             config.conn_id))
+                    info = describe(uri, Path(tmp) / f"ckpt-{i}", config.conn_id)
             except Exception as exc:
                 if record is None:
                     raise
@@ -172,12 +183,10 @@ def record_landing(ledger, landing: dict, workdir: Path, conn_id: str | None) ->
     """Record a landing no watcher recorded (an S3 event notification through SQS, a run
     triggered with conf): its header read and validated here; an unreadable one is recorded
     failed with the reason. Returns the record."""
-    from include.pipeline.inputs import checkpoint_header
-
     uri, tag = landing["uri"], landing.get("tag") or ""
     folder = workdir / hashlib.sha256(uri.encode()).hexdigest()[:16]
     try:
-        info = describe_source(checkpoint_header(uri, folder, conn_id))
+        info = describe(uri, folder, conn_id)
     except (CheckpointError, DataError) as exc:
         return ledger.record_landing(uri=uri, tag=tag, kind="checkpoint",
                                      invalid=f"{type(exc).__name__}: {exc}")[0]
