@@ -42,7 +42,7 @@ def _train_small(work: Path) -> tuple[Path, Path]:
     1,900 steps of 16, multiplier 0.5, Adam, flip), about 7-8 minutes on 2 cores."""
     from include.data.synth import synthesize
     from include.mobiledet.train import train
-    from include.pipeline_commands import DEMO
+    from include.deploy.demo_commands import DEMO
 
     data = work / "data"
     print(f"training MobileDet-EdgeTPU as the demo does ({DEMO['images']} synthetic images, "

@@ -166,7 +166,7 @@ def dag_test(work: Path, inputs: dict, names: list[str]) -> dict:
             "--data", str(inputs["data"]), "--store", str(store), "--config",
             str(inputs["config"]), "--json"]
     if not (home / ".db-migrated").exists():   # migrate outside the timed part
-        subprocess.run([sys.executable, "-c", "from include.pipeline.airflow_env import "
+        subprocess.run([sys.executable, "-c", "from include.deploy.airflow_env import "
                         "prepare_airflow; prepare_airflow()"], env=env, cwd=ROOT, check=True,
                        capture_output=True, timeout=600)
     t0 = time.perf_counter()
@@ -189,11 +189,13 @@ def _ts(text: str | None) -> float | None:
 
 
 class Deployment:
-    """Airflow's components (include/pipeline/services.py) on PostgreSQL, watching a folder."""
+    """Airflow's components (include/deploy/components.py) on PostgreSQL, watching a folder."""
 
     def __init__(self, work: Path, inputs: dict, executor: str, pg, redis=None, slots: int = 2,
                  poll_s: float = 10.0, env: dict | None = None):
-        from include.pipeline.services import AirflowDeployment, AirflowSettings, free_port
+        from include.deploy.components import AirflowDeployment
+        from include.deploy.environment import AirflowSettings
+        from include.deploy.processes import free_port
 
         self.work = work / f"airflow-{executor}"
         shutil.rmtree(self.work, ignore_errors=True)
@@ -446,7 +448,7 @@ def main(argv=None) -> int:
                                                for n in cpus[:count]}, f"scale{count}")
         if not args.skip_celery:
             # The worker preloads TensorFlow and Great Expectations before its pool forks
-            # (include/pipeline/celery_worker.py); the same worker without it, side by side.
+            # (include/deploy/celery_worker.py); the same worker without it, side by side.
             variants = [("Celery worker (concurrency 2)", "1")]
             if not args.skip_preload_off:
                 variants.append(("Celery worker (concurrency 2), no preload", "0"))

@@ -1,6 +1,6 @@
 """Accuracy reached in the demo's training budget: float from scratch, then QAT fine-tuning.
 
-The check behind the demo's recipe (`include.pipeline_commands.DEMO`), run the way the demo runs
+The check behind the demo's recipe (`include.deploy.demo_commands.DEMO`), run the way the demo runs
 it, on the same synthetic data:
 
 1. synthesize the demo dataset (6,000 images at 128 px, 5% held out as `val`, seed 0);
@@ -40,7 +40,7 @@ def main(argv=None) -> int:
     from include.data.synth import synthesize
     from include.mobiledet.keras_eval import evaluate_keras
     from include.mobiledet.train import train
-    from include.pipeline_commands import DEMO, demo_data_matches
+    from include.deploy.demo_commands import DEMO, demo_data_matches
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--work", default="/tmp/mobiledet-bench-train", help="data and checkpoints")

@@ -15,10 +15,11 @@ It starts by itself when a checkpoint lands in the checkpoint store (an AssetWat
 operators.triggers.CheckpointLandingTrigger; each landing is claimed once, so a landing
 reported twice is converted once), or by hand with conf, e.g.
     {"checkpoints": ["s3://bucket/ckpts/edgetpu-qat"], "data": "/data/coco_val_subset"}
-Settings come from the environment (include/pipeline/deployment.py). Only DAG wiring lives
+Settings come from the environment (include/settings.py, read through
+include/deploy/deployment.py). Only DAG wiring lives
 here: each task is one step of include/pipeline/steps/ over the typed run plan
 (operators/pipeline.py). Retries, time limits and the pool of the heavy tasks:
-include/pipeline/task_policy.py.
+include/deploy/task_policy.py.
 """
 from __future__ import annotations
 
@@ -26,8 +27,8 @@ import pendulum
 from airflow.sdk import DAG, Asset, AssetWatcher, Param, task, task_group
 
 from include.config import overrides_schema
-from include.pipeline import deployment
-from include.pipeline.task_policy import task_args
+from include.deploy import deployment
+from include.deploy.task_policy import task_args
 from operators.pipeline import (ConvertModelOperator, ExportCheckpointOperator, GateOperator,
                                 PublishRunOperator, QualityCheckOperator, RunReportOperator)
 

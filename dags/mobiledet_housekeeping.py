@@ -15,7 +15,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import DAG, Param, task
 
-from include.pipeline import deployment
+from include.deploy import deployment
 
 with DAG(
     dag_id="mobiledet_housekeeping",

@@ -20,7 +20,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import DAG, AssetAlias, Param, task
 
-from include.pipeline import deployment
+from include.deploy import deployment
 from include.store.layout import PUBLISHED_ALIAS
 
 ACTIONS = ["promote", "yank", "restore", "bless", "retry"]

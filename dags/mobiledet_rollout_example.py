@@ -8,21 +8,21 @@ the event's extra (manifest URI, version, gate metric, model URI and sha256), do
 model with its recorded sha256 checked, and records the roll-out in the store under rollouts/.
 Replace `roll_out` with your app build or device-fleet update.
 
-Settings (environment, read when the DAG file is parsed): MOBILEDET_ROLLOUT_MODEL (mobiledet),
-MOBILEDET_ROLLOUT_VARIANT (edgetpu), MOBILEDET_ROLLOUT_PRECISION (uint8), MOBILEDET_STORE.
+Settings (environment, read when the DAG file is parsed; include/settings.py):
+MOBILEDET_ROLLOUT_MODEL (mobiledet), MOBILEDET_ROLLOUT_VARIANT (edgetpu),
+MOBILEDET_ROLLOUT_PRECISION (uint8), MOBILEDET_STORE.
 """
 from __future__ import annotations
-
-import os
 
 import pendulum
 from airflow.sdk import DAG, Asset, task
 
-from include.pipeline.deployment import published_asset_of
+from include.deploy.deployment import published_asset_of
+from include.settings import settings
 
-MODEL = os.environ.get("MOBILEDET_ROLLOUT_MODEL", "mobiledet")
-VARIANT = os.environ.get("MOBILEDET_ROLLOUT_VARIANT", "edgetpu")
-PRECISION = os.environ.get("MOBILEDET_ROLLOUT_PRECISION", "uint8")
+MODEL = settings().rollout_model
+VARIANT = settings().rollout_variant
+PRECISION = settings().rollout_precision
 PUBLISHED = Asset(**published_asset_of(MODEL, VARIANT, PRECISION))
 
 with DAG(

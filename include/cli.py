@@ -19,8 +19,9 @@ COMMAND_MODULES = (
     "include.convert.commands",     # convert
     "include.quality.commands",     # evaluate, validate, benchmark, visualize
     "include.edgetpu.commands",     # edgetpu-check, edgetpu-compile
-    "include.pipeline_commands",    # run, demo
-    "include.pipeline.serve_commands",  # serve
+    "include.deploy.run_commands",  # run
+    "include.deploy.demo_commands",  # demo
+    "include.deploy.serve_commands",  # serve
     "include.dashboard.commands",   # dashboard
     "include.store.commands",       # checkpoints (the ledger), prune
     "include.store.release_commands",  # release promote|yank|restore|bless|history|...

@@ -1,4 +1,6 @@
-"""Printing helpers shared by every CLI verb: JSON, plain tables, progress, quiet stderr."""
+"""Printing helpers shared by every CLI verb: JSON, plain tables (rich), quiet native stderr.
+
+Progress bars are include/progress.py (tqdm)."""
 from __future__ import annotations
 
 import contextlib
@@ -7,7 +9,6 @@ import os
 import re
 import sys
 import threading
-import time
 from typing import Any, Iterable, Sequence
 
 # Lines TensorFlow's and LiteRT's native code print on start-up or first use: CUDA probing on a
@@ -25,7 +26,6 @@ NATIVE_NOISE = re.compile("|".join([
     r"TF-TRT Warning",
     r"Unable to register cu(DNN|FFT|BLAS) factory",
 ]))
-PROGRESS_INTERVAL_S = 30.0
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -57,115 +57,40 @@ def print_json(obj: Any, file=None) -> None:
 
 
 def format_table(rows: Iterable[Sequence[Any]], headers: Sequence[str]) -> str:
-    """A fixed-width text table a person can read at a glance."""
-    text_rows = [["" if v is None else str(v) for v in row] for row in rows]
-    widths = [len(h) for h in headers]
-    for row in text_rows:
-        for i, cell in enumerate(row):
-            widths[i] = max(widths[i], len(cell))
-    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths))
-    out = [line, "  ".join("-" * w for w in widths)]
-    for row in text_rows:
-        out.append("  ".join(c.ljust(w) for c, w in zip(row, widths)))
-    return "\n".join(out)
+    """A plain-text table a person can read at a glance (rich's table layout, ASCII only, no
+    colour): the header, a line of dashes, one line per row. Cells are text, never markup."""
+    import io
+
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(box=_plain_box(), show_edge=False, pad_edge=False, padding=(0, 1, 0, 0),
+                  header_style="", highlight=False)
+    for header in headers:
+        table.add_column(Text(str(header)), no_wrap=True)
+    for row in rows:
+        table.add_row(*(Text("" if v is None else str(v)) for v in row))
+    out = io.StringIO()
+    Console(file=out, width=100_000, color_system=None, force_terminal=False,
+            highlight=False, emoji=False, markup=False).print(table)
+    return "\n".join(line.rstrip() for line in out.getvalue().splitlines())
 
 
-def progress(iterable=None, total=None, desc="", unit="it", disable=None,
-             interval: float = PROGRESS_INTERVAL_S):
-    """Progress of long work on stderr: a tqdm bar on a terminal; in a log (Airflow task
-    logs, CI) one plain line at least every `interval` seconds and one at the end.
-    `disable=True` prints nothing."""
-    if disable is True:
-        from tqdm.auto import tqdm
-        return tqdm(iterable, total=total, disable=True)
-    if sys.stderr.isatty():
-        from tqdm.auto import tqdm
-        return tqdm(iterable, total=total, desc=desc, unit=unit, file=sys.stderr,
-                    dynamic_ncols=True)
-    return LogProgress(iterable, total=total, desc=desc, unit=unit, interval=interval)
+def _plain_box():
+    from rich.box import Box
 
-
-def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
-
-
-class LogProgress:
-    """The part of tqdm's interface the project uses, as plain lines for a log file."""
-
-    def __init__(self, iterable=None, *, total=None, desc="", unit="it",
-                 interval: float = PROGRESS_INTERVAL_S, file=None, clock=time.monotonic):
-        self.iterable = iterable
-        self.total = total if total is not None else (len(iterable) if hasattr(
-            iterable, "__len__") else None)
-        self.desc, self.unit, self.interval = desc, unit, interval
-        self.file = file or sys.stderr
-        self.clock = clock
-        self.n = 0
-        self.postfix = ""
-        self.started = self.last = clock()
-        self.closed = False
-
-    def __iter__(self):
-        for item in self.iterable:
-            yield item
-            self.update(1)
-        self.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def set_postfix(self, refresh=True, **values):
-        self.postfix = ", ".join(f"{k}={v}" for k, v in values.items())
-
-    def update(self, n: int = 1) -> None:
-        self.n += n
-        if self.clock() - self.last >= self.interval:
-            self._line()
-
-    def _line(self, final: bool = False) -> None:
-        now = self.clock()
-        self.last = now
-        elapsed = now - self.started
-        rate = self.n / elapsed if elapsed > 0 else 0.0
-        done = f"{self.n}/{self.total}" if self.total else str(self.n)
-        parts = [f"{self.desc}: {done} {self.unit}"]
-        if self.total:
-            parts[0] += f" ({100 * self.n / self.total:.0f}%)"
-        parts.append(f"{rate:.2f} {self.unit}/s")
-        if final:
-            parts.append(f"done in {_duration(elapsed)}")
-        elif self.total and rate > 0:
-            parts.append(f"ETA {_duration((self.total - self.n) / rate)}")
-        if self.postfix:
-            parts.append(self.postfix)
-        print(", ".join(parts), file=self.file, flush=True)
-
-    def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            self._line(final=True)
-
-
-VERBOSE_ENV = "MOBILEDET_VERBOSE"
-_FALSE = ("", "0", "false", "no", "off")
-
-
-def env_flag(name: str, default: bool, environ=None) -> bool:
-    """An on/off environment setting: unset gives `default`; set, anything but 0, false, no,
-    off or empty is on."""
-    environ = os.environ if environ is None else environ
-    value = environ.get(name)
-    return default if value is None else value.strip().lower() not in _FALSE
+    # top, head, head row (under the header: dashes), mid, row, foot row, foot, bottom
+    return Box("    \n    \n -  \n    \n    \n    \n    \n    \n", ascii=True)
 
 
 def verbose(environ=None) -> bool:
     """MOBILEDET_VERBOSE=1 keeps TensorFlow's native start-up lines (CUDA probing, oneDNN and
-    CPU-feature notices) in task and worker logs; by default they are dropped."""
-    return env_flag(VERBOSE_ENV, False, environ)
+    CPU-feature notices) in task and worker logs; by default they are dropped (the setting
+    is read from include/settings.py)."""
+    from include.settings import settings
+
+    return settings(environ).verbose
 
 
 @contextlib.contextmanager

@@ -51,6 +51,11 @@ class StoreError(MobiledetError):
     """The artifact store refused an operation (for example overwriting a published version)."""
 
 
+class ServiceError(MobiledetError):
+    """A service (an Airflow component, a database, a broker) could not be started, did not
+    become healthy, or answered with an error."""
+
+
 class PipelineError(MobiledetError):
     """A pipeline run could not decide or publish anything (its report says why)."""
 

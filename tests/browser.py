@@ -181,7 +181,7 @@ def pipeline_store(tmp_path_factory) -> dict:
 
     from include.dashboard.synthetic import make_releases
     from include.data.synth import synthesize
-    from include.pipeline.airflow_env import run_dag
+    from include.deploy.airflow_env import run_dag
     from include.store import open_store
 
     root = tmp_path_factory.mktemp("dashboard-pipeline")

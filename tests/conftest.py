@@ -16,7 +16,7 @@ os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = os.path.join(os.path.dirname(os.path.
     os.path.abspath(__file__))), "dags")
 os.environ["GX_ANALYTICS_ENABLED"] = "false"
 # dag.test() waits out retry delays; the tests make failures happen on purpose, so tasks fail
-# on the first attempt here (include/pipeline/task_policy.py; test_task_policy checks retries).
+# on the first attempt here (include/deploy/task_policy.py; test_task_policy checks retries).
 os.environ["MOBILEDET_TASK_RETRIES"] = "0"
 os.environ.pop("EDGETPU_COMPILER", None)
 
@@ -42,7 +42,7 @@ def s3_bucket(s3_server):
 @pytest.fixture(scope="session")
 def airflow_db():
     """The session's Airflow metadata DB (SQLite), migrated once."""
-    from include.pipeline.airflow_env import prepare_airflow
+    from include.deploy.airflow_env import prepare_airflow
     return prepare_airflow(_AIRFLOW_HOME)
 
 

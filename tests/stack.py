@@ -1,7 +1,7 @@
 """The production shape on this machine, natively: PostgreSQL, Redis and an S3 server.
 
 Each service is a real server process on 127.0.0.1, on a free port, with its data in a fresh
-temporary folder, started and stopped by its process id (`include.pipeline.services.
+temporary folder, started and stopped by its process id (`include.deploy.processes.
 ManagedProcess`). PostgreSQL and Redis come from Debian's packages, installed with apt-get when
 missing (as root); a test using them is skipped, with the reason, only when they are missing and
 this is not root. The S3 server is moto's server mode in its own process, because the Airflow
@@ -31,7 +31,8 @@ from typing import Iterator
 
 import pytest
 
-from include.pipeline.services import ManagedProcess, ServiceError, free_port, port_open
+from include.deploy.processes import ManagedProcess, free_port, port_open
+from include.errors import ServiceError
 
 try:
     from s3server import ACCESS_KEY, SECRET_KEY, connection_json, s3_client

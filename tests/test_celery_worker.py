@@ -13,7 +13,7 @@ import textwrap
 
 import pytest
 
-from include.pipeline import services
+from include.deploy import components, environment
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -31,13 +31,13 @@ def _run(code: str, **env) -> dict:
 def test_config_is_airflows_default_and_is_what_the_deployment_points_at(tmp_path):
     from airflow.providers.celery.executors.default_celery import DEFAULT_CELERY_CONFIG
 
-    from include.pipeline.celery_worker import CELERY_CONFIG
+    from include.deploy.celery_worker import CELERY_CONFIG
 
     assert CELERY_CONFIG == DEFAULT_CELERY_CONFIG and CELERY_CONFIG is not DEFAULT_CELERY_CONFIG
-    settings = services.AirflowSettings(home=tmp_path, executor="celery",
+    settings = environment.AirflowSettings(home=tmp_path, executor="celery",
                                         sql_alchemy_conn="postgresql+psycopg2://u:p@127.0.0.1/db",
                                         broker_url="redis://127.0.0.1:6379/0")
-    path = services.airflow_environment(settings, {})["AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS"]
+    path = environment.airflow_environment(settings, {})["AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS"]
     module, _, attr = path.rpartition(".")
     import importlib
     assert getattr(importlib.import_module(module), attr) is CELERY_CONFIG
@@ -47,7 +47,7 @@ def test_worker_init_preloads_and_a_forked_task_converts_without_importing_tenso
     result = _run("""
         import json, os, sys, time
         from celery.signals import worker_init
-        import include.pipeline.celery_worker   # connects the handler, imports nothing heavy
+        import include.deploy.celery_worker   # connects the handler, imports nothing heavy
         before = "tensorflow" in sys.modules
         worker_init.send(sender=None)           # what `airflow celery worker` sends pre-fork
         r, w = os.pipe()
@@ -83,7 +83,7 @@ def test_preload_can_be_turned_off():
     result = _run("""
         import json, sys
         from celery.signals import worker_init
-        import include.pipeline.celery_worker
+        import include.deploy.celery_worker
         worker_init.send(sender=None)
         print(json.dumps({"tf": "tensorflow" in sys.modules}))
     """, MOBILEDET_WORKER_PRELOAD="0")
@@ -91,7 +91,7 @@ def test_preload_can_be_turned_off():
 
 
 def test_a_missing_library_is_skipped_with_a_log_line(caplog):
-    from include.pipeline.preload import preload
+    from include.deploy.preload import preload
 
     took = preload(("json", "no_such_module_mobiledet"))
     assert list(took) == ["json"]
@@ -114,7 +114,7 @@ def test_deployment_byte_compiles_the_dags_and_project_sources(tmp_path, monkeyp
     (locked / "m.py").write_text("Z = 3\n")
     locked.chmod(0o555)
     try:
-        services.compile_sources([dags, locked, tmp_path / "missing"])
+        components.compile_sources([dags, locked, tmp_path / "missing"])
     finally:
         locked.chmod(0o755)
     for src in (dags / "a_dag.py", dags / "pkg" / "mod.py"):
@@ -122,5 +122,5 @@ def test_deployment_byte_compiles_the_dags_and_project_sources(tmp_path, monkeyp
     if os.geteuid() != 0:   # root writes anyway
         assert not (locked / "__pycache__").exists()
     # env: this checkout's packages first, whatever else is installed
-    env = services.airflow_environment(services.AirflowSettings(home=tmp_path), {})
-    assert env["PYTHONPATH"].split(os.pathsep)[0] == str(services.REPO)
+    env = environment.airflow_environment(environment.AirflowSettings(home=tmp_path), {})
+    assert env["PYTHONPATH"].split(os.pathsep)[0] == str(environment.REPO)

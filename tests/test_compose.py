@@ -141,7 +141,7 @@ def test_airflow_environment_agrees(services):
         for key, value in PIPELINE_ENV.items():
             assert env[key] == value, (name, key)
         # the task supervisor's settings are the ones `mobiledet serve` and the tests run with
-        from include.pipeline.services import TASK_SUPERVISOR_ENV
+        from include.deploy.environment import TASK_SUPERVISOR_ENV
         for key, value in TASK_SUPERVISOR_ENV.items():
             assert env[key] == value, (name, key)
         assert env["MOBILEDET_DATA"]

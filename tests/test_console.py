@@ -48,7 +48,7 @@ def test_errors_and_other_stderr_lines_still_come_through():
 
 
 def test_progress_in_a_log_prints_a_line_at_least_every_interval():
-    from include.console import LogProgress
+    from include.progress import LogProgress
 
     now = [0.0]
     buf = io.StringIO()

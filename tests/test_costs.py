@@ -74,7 +74,7 @@ def dag_run(tmp_path_factory, airflow_db):
     evaluation pass and every Edge TPU analysis."""
     from include.data.synth import synthesize
     from include.edgetpu import analyze
-    from include.pipeline.airflow_env import run_dag
+    from include.deploy.airflow_env import run_dag
     from include.quality import evaluate as ev
     from include.quality.runner import read_conversion_json
 

@@ -88,7 +88,7 @@ def test_no_dag_import_errors(airflow_db):
 
 
 def test_local_store_publish_gate_and_rerun(tiny, tmp_path, airflow_db, compiler_reporting_cpu_ops):
-    from include.pipeline.airflow_env import run_dag
+    from include.deploy.airflow_env import run_dag
     from include.store import open_store
 
     root, ckpt = tiny
@@ -139,7 +139,7 @@ def test_local_store_publish_gate_and_rerun(tiny, tmp_path, airflow_db, compiler
 def test_one_failed_model_does_not_block_the_others(tiny, tmp_path, airflow_db):
     """int8's conversion fails (an empty calibration folder): float32 is still gated and
     published, int8 is rejected with the convert task's own error, and the run succeeds."""
-    from include.pipeline.airflow_env import run_dag
+    from include.deploy.airflow_env import run_dag
     from include.store import open_store
 
     root, ckpt = tiny
@@ -169,7 +169,7 @@ def test_corrupt_checkpoint_fails_the_run_and_publishes_nothing(tiny, tmp_path, 
     import shutil
 
     from include.errors import MobiledetError
-    from include.pipeline.airflow_env import run_dag
+    from include.deploy.airflow_env import run_dag
     from include.store import open_store
 
     root, ckpt = tiny
@@ -193,7 +193,7 @@ def test_corrupt_checkpoint_fails_the_run_and_publishes_nothing(tiny, tmp_path, 
 def test_s3_store(tiny, s3_bucket, airflow_db):
     import boto3
 
-    from include.pipeline.airflow_env import run_dag
+    from include.deploy.airflow_env import run_dag
 
     root, ckpt = tiny
     result = run_dag(_conf(root, ckpt, f"s3://{s3_bucket}/releases", precisions=["float32"]))
@@ -218,7 +218,7 @@ def test_landing_claims_and_published_asset_events(tiny, tmp_path, airflow_db):
     """A run started by a landing (claim=True) converts and publishes; a second run for the
     same landing ends at once as already claimed and publishes nothing; each published model
     is an asset event of mobiledet/MODEL/VARIANT/PRECISION with the manifest in its extra."""
-    from include.pipeline.airflow_env import run_dag
+    from include.deploy.airflow_env import run_dag
     from include.store import open_store
 
     root, ckpt = tiny
@@ -253,7 +253,7 @@ def test_a_failed_gate_publishes_nothing(tiny, tmp_path, airflow_db, monkeypatch
     """publish runs all_done (a failed search task must not hold back the other models), so a
     gate that failed must still stop it: nothing published, the report says why."""
     from include.errors import MobiledetError
-    from include.pipeline.airflow_env import run_dag
+    from include.deploy.airflow_env import run_dag
     from include.pipeline.steps import gate
     from include.store import open_store
 
@@ -275,7 +275,7 @@ def test_int8_failing_the_accuracy_gate_gets_a_recipe_search(tiny, tmp_path, air
     """int8 fails the accuracy gate (a min_map no model reaches here): the search task tries
     other recipes within the budget, and the model ends rejected with every candidate tried in
     its reason, never with a silent pass; the table is in the report and the store."""
-    from include.pipeline.airflow_env import run_dag
+    from include.deploy.airflow_env import run_dag
     from include.store import open_store
 
     root, ckpt = tiny

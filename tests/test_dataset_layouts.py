@@ -101,7 +101,7 @@ def test_run_images_gives_the_dag_a_dataset_folder_that_reads_the_given_images(
     hands it a folder in the project's layout whose links point at FILE and DIR; the DAG's
     readers (open_dataset on that folder, the evaluation) then see exactly the subset."""
     from include.data.coco import open_dataset
-    from include.pipeline_commands import run_data
+    from include.deploy.run_commands import run_data
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     assert run_data(str(layouts["proj"]), None) == str(layouts["proj"])   # as given

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from include.pipeline_commands import DEMO, demo_data_matches
+from include.deploy.demo_commands import DEMO, demo_data_matches
 
 
 def test_demo_recipe_is_a_valid_training_setting():
@@ -38,9 +38,9 @@ def test_demo_reuses_only_data_made_with_its_own_settings(tmp_path):
 def test_demo_cli_flags(flag):
     import argparse
 
-    from include import pipeline_commands
+    from include.deploy import demo_commands
 
     parser = argparse.ArgumentParser()
-    pipeline_commands.register(parser.add_subparsers(dest="command"))
+    demo_commands.register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["demo", flag, "7", "--workdir", "w", "--fresh"])
     assert getattr(args, flag[2:].replace("-", "_")) == 7 and args.fresh and args.workdir == "w"

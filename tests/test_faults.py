@@ -272,7 +272,7 @@ def test_s3_uri_with_dotdot_is_refused():
 def test_xcom_deserialization_is_not_opened_to_every_class(tmp_path):
     code = textwrap.dedent("""
         import os
-        from include.pipeline.airflow_env import prepare_airflow
+        from include.deploy.airflow_env import prepare_airflow
         prepare_airflow()
         print("REGEXP", repr(os.environ.get("AIRFLOW__CORE__ALLOWED_DESERIALIZATION_CLASSES_REGEXP")))
     """)
@@ -329,7 +329,7 @@ def test_task_policy_defaults_and_settings():
     from datetime import timedelta
 
     from include.errors import ConfigError
-    from include.pipeline.task_policy import task_args
+    from include.deploy.task_policy import task_args
 
     convert = task_args("convert", environ={})
     assert convert["retries"] == 2 and convert["pool"] == "default_pool"

@@ -2,7 +2,7 @@
 
 One deployment for the whole module: PostgreSQL and Redis from Debian's packages, moto's S3
 server, and the real scheduler, dag-processor, triggerer, api-server and a Celery worker with
-concurrency 2 (tests/stack.py, include/pipeline/services.py), with this project's three DAGs.
+concurrency 2 (tests/stack.py, include/deploy/components.py), with this project's three DAGs.
 Nothing is triggered by hand except the retrain DAG; every conversion starts because its
 checkpoint landed in s3://landing-test/checkpoints, and the test asserts what users rely on:
 
@@ -26,8 +26,10 @@ from pathlib import Path
 
 import pytest
 
-from include.pipeline import services
-from include.pipeline.services import AirflowDeployment, AirflowSettings, free_port
+from include.deploy import processes
+from include.deploy.components import WORKER, AirflowDeployment
+from include.deploy.environment import AirflowSettings
+from include.deploy.processes import free_port
 from stack import postgres, redis, s3_process  # noqa: F401  (fixtures)
 from test_stack import task_logs, upload_tree
 
@@ -181,7 +183,7 @@ def test_checkpoints_landing_start_their_own_runs(deployment, s3_process, inputs
         data = body["Body"].read()
         assert len(data) == f["size"] and hashlib.sha256(data).hexdigest() == f["sha256"], f
     # every task ran on the Celery worker: it logged each workload it received
-    worker_log = deployment.processes[services.WORKER].log_tail(5_000_000)
+    worker_log = deployment.processes[WORKER].log_tail(5_000_000)
     tis = client.task_instances(CONVERT, first["dag_run_id"])
     assert {"plan", "export", "convert", "check", "gate", "publish", "report"} <= \
         {ti["task_id"].rpartition(".")[2] for ti in tis}
@@ -259,6 +261,6 @@ def test_checkpoints_landing_start_their_own_runs(deployment, s3_process, inputs
     pids = {n: p.pid for n, p in deployment.processes.items()}
     deployment.stop()
     assert deployment.leftovers() == {}
-    assert not [n for n, pid in pids.items() if services._alive(pid)]
-    assert not services.port_open("127.0.0.1", settings.port)
+    assert not [n for n, pid in pids.items() if processes.alive(pid)]
+    assert not processes.port_open("127.0.0.1", settings.port)
 

@@ -19,7 +19,7 @@ FAST = {"calibration_count": 4, "benchmark_runs": 2, "benchmark_warmup": 0, "thr
 
 RUN = """
 import json, sys
-from include.pipeline.airflow_env import run_dag
+from include.deploy.airflow_env import run_dag
 result = run_dag(json.loads(sys.argv[1]))
 print("REPORT " + json.dumps(result["report"]))
 """

@@ -1,4 +1,4 @@
-"""Airflow's real components, started by include/pipeline/services.py.
+"""Airflow's real components, started by include/deploy/components.py.
 
 The fast tests check the pieces (one environment whose settings agree, the login, stopping a
 process group by id); the slow one runs `mobiledet serve` (SQLite, LocalExecutor) and triggers
@@ -19,9 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from include.pipeline import services
-from include.pipeline.services import (AirflowDeployment, AirflowSettings, ManagedProcess,
-                                       airflow_environment, ensure_password, free_port)
+from include.deploy import processes
+from include.deploy.client import AirflowClient
+from include.deploy.components import AirflowDeployment, airflow_executable
+from include.deploy.environment import AirflowSettings, airflow_environment, ensure_password
+from include.deploy.processes import ManagedProcess, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 DAG_FILE = REPO / "dags" / "mobiledet_convert.py"
@@ -53,7 +55,7 @@ def test_environment_settings_agree(tmp_path):
     assert env["MOBILEDET_STORE"] == "s3://models/mobiledet"
     assert "127.0.0.1" in env["NO_PROXY"]
     local = airflow_environment(AirflowSettings(home=tmp_path), base={})
-    assert local["AIRFLOW__CORE__EXECUTOR"] == "include.pipeline.executors.PreloadingLocalExecutor"
+    assert local["AIRFLOW__CORE__EXECUTOR"] == "include.deploy.executors.PreloadingLocalExecutor"
     assert local["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("sqlite:////")
 
 
@@ -100,13 +102,13 @@ def test_stop_kills_a_group_that_ignores_sigterm(tmp_path):
     assert time.monotonic() - started < 15
     assert proc.popen.returncode == -signal.SIGKILL
     assert proc.leftovers() == []
-    assert not services._alive(child)
+    assert not processes.alive(child)
 
 
 def test_serve_and_run_arguments():
     import argparse
 
-    from include.pipeline import serve_commands
+    from include.deploy import run_commands, serve_commands
 
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="command")
@@ -114,14 +116,15 @@ def test_serve_and_run_arguments():
     args = parser.parse_args(["serve", "--executor", "celery", "--port", "8099"])
     assert (args.executor, args.port, args.func) == ("celery", 8099, serve_commands.cmd_serve)
     run = argparse.ArgumentParser()
-    serve_commands.add_airflow_arguments(run)
+    run_commands.add_airflow_arguments(run)
     args = run.parse_args(["--airflow", "http://127.0.0.1:8080", "--user", "u"])
     assert (args.airflow, args.user) == ("http://127.0.0.1:8080", "u")
 
 
 def test_serve_exports_the_pipeline_settings(tmp_path, monkeypatch):
     from include.errors import ConfigError
-    from include.pipeline.serve_commands import pipeline_env, remote_conf
+    from include.deploy.run_commands import remote_conf
+    from include.deploy.serve_commands import pipeline_env
 
     monkeypatch.chdir(tmp_path)
     env = pipeline_env(None, None, None)
@@ -165,7 +168,7 @@ def task_logs(deployment: AirflowDeployment, ti: dict, chars: int = 3000) -> dic
     """The ends of a task instance's log files (AIRFLOW_HOME/logs/dag_id=.../task_id=...)."""
     folder = deployment.log_dir / f"dag_id={ti['dag_id']}" / f"run_id={ti['dag_run_id']}" / \
         f"task_id={ti['task_id']}"
-    return {str(p.relative_to(deployment.log_dir)): services.tail(p, chars)
+    return {str(p.relative_to(deployment.log_dir)): processes.tail(p, chars)
             for p in sorted(folder.rglob("*.log"))}
 
 
@@ -173,7 +176,7 @@ def test_airflow_cli_sees_the_stack_settings(tmp_path):
     """`airflow config get-value` in the deployment's environment reads the agreed settings."""
     settings = AirflowSettings(home=tmp_path, port=18555)
     env = airflow_environment(settings, base=dict(os.environ))
-    out = subprocess.run([services.airflow_executable(), "config", "get-value", "core",
+    out = subprocess.run([airflow_executable(), "config", "get-value", "core",
                           "execution_api_server_url"], env=env, capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0, out.stderr[-1500:]
@@ -187,7 +190,7 @@ def test_serve_runs_the_dag_for_run_airflow_and_stops_on_sigterm(tmp_path, tiny_
     component, `run --airflow URL` (run_on_airflow) runs the DAG there, SIGTERM stops all."""
     import argparse
 
-    from include.pipeline.serve_commands import run_on_airflow
+    from include.deploy.run_commands import run_on_airflow
 
     root, ckpt = tiny_inputs
     dags = tmp_path / "dags"
@@ -229,14 +232,14 @@ def test_serve_runs_the_dag_for_run_airflow_and_stops_on_sigterm(tmp_path, tiny_
         assert run_on_airflow(args, conf) == 0
         assert list((tmp_path / "default-store").rglob("manifest.json"))
         # the LocalExecutor's workers imported TensorFlow before forking the tasks
-        # (include/pipeline/executors.py): no task paid for it
+        # (include/deploy/executors.py): no task paid for it
         [report] = (tmp_path / "default-store").rglob("report.json")
         tf_imports = [p["wall_s"] for s in json.loads(report.read_text())["stages"]
                       for p in s.get("parts") or [] if p["name"] == "tensorflow import"]
         assert tf_imports and max(tf_imports) < 1.0, tf_imports
         # the heavy tasks ran in the pool serve made, one slot per LocalExecutor slot; the
         # light ones in default_pool
-        client = services.AirflowClient(f"http://127.0.0.1:{port}", "admin", "serve-test")
+        client = AirflowClient(f"http://127.0.0.1:{port}", "admin", "serve-test")
         assert client.call("GET", "pools/mobiledet")["slots"] == max(2, os.cpu_count() or 2)
         [run] = client.runs("mobiledet_convert")
         pools = {ti["task_id"]: ti["pool"]
@@ -257,7 +260,7 @@ def test_serve_runs_the_dag_for_run_airflow_and_stops_on_sigterm(tmp_path, tiny_
         assert serve.popen.returncode == 0, out.read_text()[-3000:]
         assert "[serve] stopped:" in out.read_text()
         for name, pid in pids.items():
-            assert not services._alive(int(pid)), name
-        assert not services.port_open("127.0.0.1", port)
+            assert not processes.alive(int(pid)), name
+        assert not processes.port_open("127.0.0.1", port)
     finally:
         serve.stop()

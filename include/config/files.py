@@ -12,6 +12,7 @@ from include.config.messages import non_null
 from include.config.model import (DEFAULT_STORE_DIR, STORE_ENV, PipelineConfig,
                                   pipeline_schema, store_setting, validate_config)
 from include.errors import ConfigError
+from include.settings import settings
 
 
 # --------------------------------------------------------------------------------------------
@@ -145,7 +146,6 @@ def load_config(path: str | None = None, *, overrides: Mapping | None = None,
     `path` may also be a dict (e.g. Airflow run params used as the whole config). An error
     names the layer the bad value came from ("overrides: gates.min_map").
     """
-    environ = os.environ if environ is None else environ
     if isinstance(path, Mapping):
         data, source, base_dir = dict(path), "config", None
     elif path:
@@ -157,7 +157,7 @@ def load_config(path: str | None = None, *, overrides: Mapping | None = None,
     layers = [(source, data)]
     if isinstance(data.get("store_uri"), str) and data["store_uri"].strip():
         data["store_uri"] = store_setting(data["store_uri"], f"{source}: store_uri", base_dir)
-    env_store = (environ.get(STORE_ENV) or "").strip()
+    env_store = settings(environ).store
     if env_store:
         uri = store_setting(env_store, f"environment variable {STORE_ENV}", None)
         layers.append((f"${STORE_ENV}", {"store_uri": uri}))

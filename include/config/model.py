@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextvars
 import copy
 import json
-import os
 from typing import Annotated, Any, ClassVar, Literal, Mapping, Optional, Union
 
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr,
@@ -17,6 +16,7 @@ from include.config.messages import Problem, config_error, did_you_mean
 from include.convert.recipes import (ACCELERATOR_VARIANTS, DEFAULT_MATRIX, DEFAULT_MAX_MAP_DROP,
                                      PRECISIONS)
 from include.errors import ConfigError
+from include.settings import settings
 from include.mobiledet.spec import VARIANTS
 from include.quality.device_log import DELEGATES as DEVICE_DELEGATES  # benchmark_model's
 
@@ -417,7 +417,7 @@ class PipelineConfig(_Model):
     def _resolve_store(cls, value: str, info: ValidationInfo) -> str:
         base_dir = (info.context or {}).get("base_dir")
         if not value:
-            value = os.environ.get(STORE_ENV, "").strip() or DEFAULT_STORE_DIR
+            value = settings().store or DEFAULT_STORE_DIR
             base_dir = None
         return _normalise_store(value, base_dir)
 

@@ -23,15 +23,12 @@ made on the first request the api-server hands it.
 """
 from __future__ import annotations
 
-import os
 import threading
 
 from airflow.plugins_manager import AirflowPlugin
 
 URL_PREFIX = "/mobiledet"
 DAG_ID = "mobiledet_convert"
-STORE_ENV = "MOBILEDET_STORE"
-CONN_ENV = "MOBILEDET_CONN_ID"
 DEFAULT_STORE = "./mobiledet-store"
 
 
@@ -47,16 +44,18 @@ def auth_dependencies() -> list:
 
 def make_reader():
     from include.dashboard.reader import StoreReader
+    from include.settings import settings
 
-    store = (os.environ.get(STORE_ENV) or "").strip() or DEFAULT_STORE
-    return StoreReader(store, conn_id=(os.environ.get(CONN_ENV) or "").strip() or None)
+    env = settings()      # MOBILEDET_STORE, MOBILEDET_CONN_ID
+    return StoreReader(env.store or DEFAULT_STORE, conn_id=env.conn_id)
 
 
 def channels() -> list[str]:
     """The release channels of the deployment's config (the promote button offers them)."""
     from include.config import load_config
+    from include.settings import settings
 
-    return list(load_config((os.environ.get("MOBILEDET_CONFIG") or "").strip() or None).channels)
+    return list(load_config(settings().config).channels)
 
 
 def build_app():

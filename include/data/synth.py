@@ -348,7 +348,7 @@ def synthesize(out_dir: str | os.PathLike, images: int, size: int = 320, seed: i
 
 def _write_dataset(root: Path, images: int, size: int, seed: int, val_fraction: float,
                    show_progress: bool) -> dict:
-    from include.console import progress
+    from include.progress import progress
 
     (root / "annotations").mkdir(parents=True)
     splits = split_indices(images, seed, val_fraction)

@@ -309,7 +309,7 @@ def train(data_dir, out_dir, variant: str, steps: int, batch: int = DEFAULT_BATC
                      1.0 if depth_multiplier is None else depth_multiplier)
 
     import tensorflow as tf
-    from include.console import progress as progress_bar
+    from include.progress import progress as progress_bar
     from include.mobiledet import checkpoint as ckpt_mod
     from include.mobiledet.losses import ssd_loss
     from include.mobiledet.ssd import anchors_for, build_detector

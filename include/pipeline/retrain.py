@@ -27,7 +27,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -56,18 +55,6 @@ DEFAULTS: dict[str, Any] = {
     "metric": "AP50",
     "conn_id": "aws_default",
 }
-ENV = {  # setting -> environment variable (read when the DAG file is parsed)
-    "store": "MOBILEDET_CHECKPOINT_STORE",
-    "schedule": "MOBILEDET_RETRAIN_SCHEDULE",
-    "variants": "MOBILEDET_RETRAIN_VARIANTS",
-    "data": "MOBILEDET_RETRAIN_DATA",
-    "steps": "MOBILEDET_RETRAIN_STEPS",
-    "qat_steps": "MOBILEDET_RETRAIN_QAT_STEPS",
-    "budget_s": "MOBILEDET_RETRAIN_BUDGET_S",
-    "batch": "MOBILEDET_RETRAIN_BATCH",
-    "eval_images": "MOBILEDET_RETRAIN_EVAL_IMAGES",
-}
-SCHEDULE_OFF = ("", "off", "none", "null", "false", "0")
 FINETUNE_LR_FACTOR = 0.1   # fine-tuning a trained model: a tenth of the from-scratch default LR
 QAT_SLOWDOWN = 0.5         # QAT steps take about twice as long as float steps (fake-quant ops)
 MIN_STEPS = 5
@@ -113,35 +100,18 @@ def parse_variants(value, where="variants") -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def parse_schedule(value) -> str | None:
-    """A cron expression or preset ("@daily"); off/none/empty -> None (no schedule)."""
-    text = str(value).strip() if value is not None else ""
-    return None if text.lower() in SCHEDULE_OFF else text
-
-
 def settings_from_env(env=None) -> dict:
-    """The DAG's settings: DEFAULTS overridden by the MOBILEDET_* environment variables."""
-    env = os.environ if env is None else env
-    s = dict(DEFAULTS)
-    for key, var in ENV.items():
-        if env.get(var) not in (None, ""):
-            s[key] = env[var]
-        elif key == "schedule" and var in env:   # set but empty: off
-            s[key] = ""
-    s["schedule"] = parse_schedule(s["schedule"])
-    if not str(s.get("data") or "").strip():
-        # nothing to train on: no schedule (a run by hand names `data`), not a daily failure
-        s["schedule"] = None
-    s["variants"] = parse_variants(s["variants"], ENV["variants"])
-    s["steps"] = _int(s["steps"], ENV["steps"], 1)
-    s["qat_steps"] = _int(s["qat_steps"], ENV["qat_steps"], 0)
-    s["budget_s"] = _float(s["budget_s"], ENV["budget_s"])
-    s["batch"] = _int(s["batch"], ENV["batch"], 1)
-    if s["eval_images"] not in (None, ""):
-        s["eval_images"] = _int(s["eval_images"], ENV["eval_images"], 1)
-    else:
-        s["eval_images"] = None
-    return s
+    """The DAG's settings: DEFAULTS overridden by the MOBILEDET_RETRAIN_* variables and
+    MOBILEDET_CHECKPOINT_STORE, as the one settings object (include/settings.py) reads and
+    validates them (`env`: another mapping than os.environ)."""
+    from include.settings import settings
+
+    s = settings(env)
+    return {**DEFAULTS, "store": s.retrain_store, "schedule": s.retrain_schedule_or_none,
+            "variants": list(s.retrain_variants), "data": s.retrain_data,
+            "steps": s.retrain_steps, "qat_steps": s.retrain_qat_steps,
+            "budget_s": s.retrain_budget_s, "batch": s.retrain_batch,
+            "eval_images": s.retrain_eval_images}
 
 
 # ------------------------------------------------------------------------------------------
@@ -271,7 +241,7 @@ def retrain(store_uri: str, data: str, variants, *, steps: int = DEFAULTS["steps
         raise ConfigError(f"unknown metric {metric!r}; allowed: {', '.join(METRICS)}.",
                           where="metric", fix="use AP50 (the gates' default metric).")
     if not data:
-        raise ConfigError("no retraining dataset is set.", where=ENV["data"],
+        raise ConfigError("no retraining dataset is set.", where="MOBILEDET_RETRAIN_DATA",
                           fix="set MOBILEDET_RETRAIN_DATA (or the run param `data`) to a "
                               "COCO-format dataset folder with train and val splits, or its "
                               "s3:// URI.")

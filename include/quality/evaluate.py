@@ -320,7 +320,7 @@ def _detect_all(model_path, dataset, image_ids: list[int], threads: int, strateg
     images_per_s is the steady rate a long evaluation runs at. With `inputs` (the images
     decoded and resized once, `preprocess_inputs`), the loaders only scale and quantise.
     """
-    from include.console import progress
+    from include.progress import progress
     from include.data.preprocess import preprocess
     from include.quality.runner import Detector, decode
 

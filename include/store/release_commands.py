@@ -37,7 +37,7 @@ def register(sub) -> None:
     p.add_argument("--config", default=None, help="pipeline config file (YAML or JSON)")
     p.add_argument("--model", default=None, help="model name (default: the config's)")
     p.add_argument("--json", action="store_true")
-    from include.pipeline.serve_commands import add_airflow_arguments
+    from include.deploy.run_commands import add_airflow_arguments
     add_airflow_arguments(p)   # --airflow URL, --user, --password, --timeout
     p.set_defaults(func=cmd_release)
 
@@ -166,7 +166,7 @@ def _say(entry: dict) -> None:
 
 def _via_airflow(args, config) -> int:
     """Trigger mobiledet_release on a running deployment and follow it; 0 when it succeeded."""
-    from include.pipeline.services import trigger_and_follow
+    from include.deploy.client import trigger_and_follow
 
     variant, precision = args.variant, args.precision
     if args.model_pair:

@@ -1,13 +1,12 @@
-"""CLI verb `serve` (Airflow on this machine, with this project's DAGs) and the REST half of
-`run --airflow URL` (trigger mobiledet_convert on a running deployment and follow it).
+"""CLI verb `serve`: Airflow on this machine, with this project's DAGs.
 
     mobiledet serve [--checkpoints DIR_OR_URI] [--data COCO] [--store URI] [--port 8080]
                     [--executor local|celery]
-    mobiledet run --checkpoint ... --data ... --airflow http://127.0.0.1:8080 [--user U --password P]
 
 `serve` starts the API server, scheduler, dag-processor and triggerer (plus a Celery worker with
---executor celery) through `include.pipeline.services`, prints the UI URL and the login, and
-runs until Ctrl-C or SIGTERM; then it stops every component it started, by process id.
+--executor celery) through include/deploy/components.py, prints the UI URL and the login, and
+runs until Ctrl-C or SIGTERM; then it stops every component it started, by process id. Its
+defaults come from the MOBILEDET_* settings (include/settings.py).
 """
 from __future__ import annotations
 
@@ -24,22 +23,19 @@ DEFAULT_STORE = "mobiledet-store"
 CHECKPOINT_STORE_ENV = "MOBILEDET_CHECKPOINT_STORE"
 DATA_ENV = "MOBILEDET_DATA"
 STORE_ENV = "MOBILEDET_STORE"
-PASSWORD_ENV = "MOBILEDET_AIRFLOW_PASSWORD"
 
 
 def register(sub) -> None:
     p = sub.add_parser("serve", help="run Airflow on this machine with this project's DAGs "
                                      "(API server + UI, scheduler, dag-processor, triggerer)")
-    p.add_argument("--checkpoints", default=os.environ.get(CHECKPOINT_STORE_ENV,
-                                                           DEFAULT_CHECKPOINTS),
-                   metavar="DIR_OR_URI",
+    p.add_argument("--checkpoints", default=None, metavar="DIR_OR_URI",
                    help="checkpoint store the landing watcher reads: a folder (created if "
                         "missing) or s3://bucket/prefix (default: $MOBILEDET_CHECKPOINT_STORE "
                         "or ./checkpoints)")
-    p.add_argument("--data", default=os.environ.get(DATA_ENV),
+    p.add_argument("--data", default=None,
                    help="COCO-format evaluation dataset for landed checkpoints "
                         "(default: $MOBILEDET_DATA)")
-    p.add_argument("--store", default=os.environ.get(STORE_ENV, DEFAULT_STORE),
+    p.add_argument("--store", default=None,
                    help="artifact store: folder or s3://bucket/prefix (default: $MOBILEDET_STORE "
                         "or ./mobiledet-store)")
     p.add_argument("--port", type=int, default=8080, help="API server and UI port")
@@ -59,26 +55,14 @@ def register(sub) -> None:
                    help="Celery broker, e.g. redis://127.0.0.1:6379/0 (--executor celery)")
     p.add_argument("--concurrency", type=int, default=2, help="Celery worker processes")
     p.add_argument("--user", default="admin", help="the UI/API login (admin role)")
-    p.add_argument("--password", default=os.environ.get(PASSWORD_ENV),
-                   help="its password (default: the one kept in AIRFLOW_HOME, made if missing)")
+    p.add_argument("--password", default=None,
+                   help="its password (default: $MOBILEDET_AIRFLOW_PASSWORD, else the one kept "
+                        "in AIRFLOW_HOME, made if missing)")
     p.add_argument("--start-timeout", type=float, default=180,
                    help="seconds to wait for every component to be healthy")
     p.add_argument("--max-seconds", type=float, default=None,
                    help="stop by itself after this many seconds (default: run until Ctrl-C)")
     p.set_defaults(func=cmd_serve)
-
-
-def add_airflow_arguments(parser) -> None:
-    """`mobiledet run`'s options for a running deployment (--airflow URL, --user, --password)."""
-    parser.add_argument("--airflow", default=None, metavar="URL",
-                        help="trigger mobiledet_convert on the Airflow at URL through its REST "
-                             "API and follow the run (instead of dag.test() in this process)")
-    parser.add_argument("--user", default="admin", help="Airflow user (with --airflow)")
-    parser.add_argument("--password", default=os.environ.get(PASSWORD_ENV),
-                        help="its password (default: $MOBILEDET_AIRFLOW_PASSWORD; none: the "
-                             "deployment must allow everyone as admin)")
-    parser.add_argument("--timeout", type=float, default=3600,
-                        help="seconds to follow the run before giving up (with --airflow)")
 
 
 # --------------------------------------------------------------------------------------------
@@ -115,8 +99,11 @@ def pipeline_env(checkpoints: str | None, data: str | None, store: str | None) -
 
 
 def serve_settings(args):
-    from include.pipeline.services import DAGS, AirflowSettings, local_slots
+    from include.deploy.environment import DAGS, AirflowSettings, local_slots
+    from include.settings import settings
 
+    env = settings()
+    checkpoints = args.checkpoints or env.checkpoint_store or DEFAULT_CHECKPOINTS
     home = Path(args.home or os.environ.get("AIRFLOW_HOME") or
                 Path(__file__).resolve().parents[2] / ".airflow").expanduser().resolve()
 
@@ -124,12 +111,14 @@ def serve_settings(args):
     return AirflowSettings(
         home=home, dags_folder=dags, host=args.host, port=args.port, executor=args.executor,
         sql_alchemy_conn=args.sql_alchemy_conn, broker_url=args.broker_url,
-        worker_concurrency=args.concurrency, username=args.user, password=args.password,
+        worker_concurrency=args.concurrency, username=args.user,
+        password=args.password or env.airflow_password, heavy_pool_slots=env.pool_slots,
         # LocalExecutor: one worker process per core. Celery: the workers' --concurrency sets
         # the slots, and the scheduler keeps Airflow's default parallelism (32): capped at the
         # slots it would wait for the result backend before sending each next task.
         parallelism=local_slots() if args.executor != "celery" else None,
-        extra_env=pipeline_env(args.checkpoints, args.data, args.store))
+        extra_env=pipeline_env(checkpoints, args.data or env.data or None,
+                               args.store or env.store or DEFAULT_STORE))
 
 
 class _Stop(Exception):
@@ -137,7 +126,7 @@ class _Stop(Exception):
 
 
 def cmd_serve(args) -> int:
-    from include.pipeline.services import AirflowDeployment
+    from include.deploy.components import AirflowDeployment
 
     settings = serve_settings(args)
     deployment = AirflowDeployment(settings)
@@ -176,37 +165,3 @@ def cmd_serve(args) -> int:
         print(f"[serve] stopped: {json.dumps(codes)}" +
               (f"; still alive: {left}" if left else ""), flush=True)
     return code
-
-
-# --------------------------------------------------------------------------------------------
-# run --airflow URL
-# --------------------------------------------------------------------------------------------
-
-def remote_conf(conf: dict) -> dict:
-    """The run conf for another process: existing local paths made absolute, empties dropped."""
-    def fix(value):
-        if isinstance(value, str) and value and not _is_uri(value) and Path(value).exists():
-            return str(Path(value).resolve())
-        return value
-
-    out = {}
-    for key, value in conf.items():
-        if value in (None, [], {}):
-            continue
-        out[key] = [fix(v) for v in value] if isinstance(value, list) else fix(value)
-    return out
-
-
-def run_on_airflow(args, conf: dict) -> int:
-    """`mobiledet run --airflow URL`: trigger, follow task states, exit 0 on success, 1 if not."""
-    from include.console import print_json
-    from include.pipeline.services import trigger_and_follow
-
-    quiet = bool(getattr(args, "json", False))
-    final = trigger_and_follow(args.airflow, remote_conf(conf), username=args.user,
-                               password=args.password, timeout=args.timeout,
-                               out=(lambda line: None) if quiet else
-                               (lambda line: print(line, flush=True)))
-    if quiet:
-        print_json(final)
-    return 0 if final.get("state") == "success" else 1

@@ -1,35 +1,15 @@
-"""CLI verbs `run` (the mobiledet_convert DAG for checkpoints a user has) and `demo`."""
+"""CLI verb `demo`: synthetic data -> train EdgeTPU (float, then QAT) and CPU -> the
+mobiledet_convert DAG through Airflow, shown as `mobiledet run` shows it -> the results table.
+"""
 from __future__ import annotations
 
 import json
 import time
 from pathlib import Path
 
-from include.console import print_json
-
 
 def register(sub) -> None:
-    p = sub.add_parser("run", help="run the mobiledet_convert DAG through Airflow for checkpoints")
-    p.add_argument("--checkpoint", nargs="+", required=True, metavar="URI",
-                   help="checkpoint folders, export folders or TFOD bundles (paths or s3:// URIs)")
-    p.add_argument("--data", required=True,
-                   help="COCO-format evaluation dataset: a folder (annotations/instances_<split>"
-                        ".json beside <split>/) or an annotation file")
-    p.add_argument("--images", "--image-dir", dest="image_dir", default=None, metavar="DIR",
-                   help="the images of the --data annotation file, when they are not where the "
-                        "layout puts them (local paths)")
-    p.add_argument("--calibration", default=None, help="int8 calibration data (default: --data)")
-    p.add_argument("--store", default=None, help="artifact store (folder or s3://bucket/prefix)")
-    p.add_argument("--model-name", default=None)
-    p.add_argument("--variants", nargs="+", default=None)
-    p.add_argument("--precisions", nargs="+", default=None)
-    p.add_argument("--config", default=None, help="pipeline config file (YAML or JSON)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="config override, e.g. gates.min_map=0.3 (JSON values allowed)")
-    p.add_argument("--json", action="store_true")
-    from include.pipeline.serve_commands import add_airflow_arguments
-    add_airflow_arguments(p)   # --airflow URL, --user, --password, --timeout
-    p.set_defaults(func=cmd_run)
+    from include.deploy.run_commands import add_verbose_argument
 
     d = sub.add_parser("demo", help="synthetic data -> train EdgeTPU (float, QAT) and CPU -> "
                                     "the DAG -> published models and a results table")
@@ -40,63 +20,8 @@ def register(sub) -> None:
     d.add_argument("--qat-steps", type=int, default=None)
     d.add_argument("--cpu-steps", type=int, default=None, help="CPU-variant float training steps")
     d.add_argument("--images", type=int, default=None)
+    add_verbose_argument(d)
     d.set_defaults(func=cmd_demo)
-
-
-def print_results(report: dict, seconds: float | None = None) -> None:
-    print()
-    print(report["table"])
-    print()
-    for p in report["published"]:
-        where = p.get("manifest_uri") or "-"
-        print(f"{p['ckpt_id']}: {p['status']} {p['model']}/{p['version']}  manifest: {where}")
-    print(f"run report: {report['report_uri']}")
-    if seconds is not None:
-        print(f"{report['passed']}/{report['models']} models passed the gates; took {seconds:.0f} s")
-
-
-def cmd_run(args) -> int:
-    from include.config import parse_overrides
-    from include.pipeline.airflow_env import run_dag
-
-    conf = {"checkpoints": list(args.checkpoint), "data": run_data(args.data, args.image_dir),
-            "calibration": args.calibration, "store": args.store, "model_name": args.model_name,
-            "variants": args.variants, "precisions": args.precisions, "config": args.config,
-            "overrides": parse_overrides(args.set)}
-    if args.airflow:  # trigger on a running deployment through the REST API and follow it
-        from include.pipeline.serve_commands import run_on_airflow
-        return run_on_airflow(args, conf)   # 0 on success, 1 on failed
-    started = time.perf_counter()
-    result = run_dag(conf)
-    if args.json:
-        print_json(result)
-    else:
-        print_results(result["report"], time.perf_counter() - started)
-    return 0
-
-
-def run_data(data: str, images: str | None) -> str:
-    """The DAG's `data` for `--data [--images DIR]`: as given, or with --images a dataset
-    folder in the project's layout whose links point at the annotation file and the images
-    (include.data.coco.dataset_view), under ~/.cache/mobiledet/datasets/. Checked up front:
-    every image the annotation file lists must be in DIR."""
-    if images is None:
-        return data
-    import hashlib
-    import os
-
-    from include.data.coco import dataset_arguments, dataset_view
-    from include.errors import DataError
-    if "://" in data or "://" in images:
-        raise DataError("--images takes local paths; a store URI is read as a dataset folder.",
-                        where=f"--data {data} --images {images}",
-                        fix="lay the dataset out in the store as annotations/instances_<split>"
-                            ".json beside <split>/, and pass that prefix as --data alone.")
-    with dataset_arguments(data, images) as ann:
-        key = hashlib.sha256(f"{Path(ann).resolve()}\n{Path(images).resolve()}".encode())
-        cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-        return str(dataset_view(ann, images, cache / "mobiledet" / "datasets"
-                                / key.hexdigest()[:16]))
 
 
 # The demo's budget: at most 20 minutes on 2 cores for data, three trainings and the DAG run.
@@ -118,8 +43,9 @@ def demo_data_matches(data: Path, images: int, size: int, val_fraction: float) -
 
 def cmd_demo(args) -> int:
     from include.data.synth import synthesize
+    from include.deploy.airflow_env import prepare_airflow
+    from include.deploy.run_commands import print_results, run_here
     from include.mobiledet.train import train
-    from include.pipeline.airflow_env import prepare_airflow, run_dag
 
     started = time.perf_counter()
     work = Path(args.workdir).resolve()
@@ -151,9 +77,10 @@ def cmd_demo(args) -> int:
               augment=DEMO["augment"], init=ckpts / init if init else None, qat=qat)
     store = work / "store"
     print(f"[demo] running the mobiledet_convert DAG through Airflow -> {store}")
-    result = run_dag({"checkpoints": [str(ckpts / n) for n in names],
-                      "data": str(data), "store": str(store), "model_name": "mobiledet-demo"})
-    print_results(result["report"], time.perf_counter() - started)
+    result = run_here({"checkpoints": [str(ckpts / n) for n in names],
+                       "data": str(data), "store": str(store), "model_name": "mobiledet-demo"},
+                      verbose=getattr(args, "verbose", False))
+    print_results(result["report"], time.perf_counter() - started, result.get("log_file"))
     print(f"artifacts: {store}/mobiledet-demo/")
     print()
     print(_demo_training_summary(ckpts, names))

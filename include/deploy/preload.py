@@ -7,10 +7,10 @@ anything, which at the sizes a landing run converts is about half of all task ti
 once in the worker, every task forked from it starts with them in memory (copy-on-write).
 
 Used by both executors the product deploys:
-- Celery: include/pipeline/celery_worker.py imports them at `worker_init`, in the worker's main
+- Celery: include/deploy/celery_worker.py imports them at `worker_init`, in the worker's main
   process before it forks its pool;
-- LocalExecutor: include/pipeline/executors.py's PreloadingLocalExecutor imports them in each
-  of its worker processes as it starts.
+- LocalExecutor: include/deploy/executors.py's PreloadingLocalExecutor imports them in the
+  scheduler's process when the executor starts, before it forks its worker processes.
 
 Fork safety: importing TensorFlow creates no session, thread pool or device context (those
 are made on first use, in the task process after the fork); tests/test_celery_worker.py runs a
@@ -52,8 +52,10 @@ PRELOAD_MODULES = (
 
 
 def preload_enabled(environ=None) -> bool:
-    from include.console import env_flag
-    return env_flag("MOBILEDET_WORKER_PRELOAD", True, environ)
+    """MOBILEDET_WORKER_PRELOAD (include/settings.py): on unless set to 0, false, no or off."""
+    from include.settings import settings
+
+    return settings(environ).worker_preload
 
 
 def preload(modules=PRELOAD_MODULES) -> dict[str, float]:
@@ -78,13 +80,13 @@ def preload(modules=PRELOAD_MODULES) -> dict[str, float]:
     return took
 
 
-def preload_worker(where: str) -> dict[str, float]:
+def preload_worker(where: str, modules=PRELOAD_MODULES) -> dict[str, float]:
     """The worker's preload, logged; nothing when MOBILEDET_WORKER_PRELOAD=0."""
     if not preload_enabled():
         log.info("mobiledet worker preload off in %s (MOBILEDET_WORKER_PRELOAD=0).", where)
         return {}
     start = time.perf_counter()
-    took = preload()
+    took = preload(modules)
     log.warning("mobiledet worker preload: %d modules imported in %s in %.1f s (%s)", len(took),
                 where, time.perf_counter() - start,
                 ", ".join(f"{k} {v:.1f} s" for k, v in took.items() if v >= 0.05))
