@@ -235,8 +235,9 @@ LINEAGE_A = {"checkpoint_uri": "s3://ckpt/mobiledet_cpu/ckpt-100", "checkpoint_f
 
 
 def _object_count(store, s3_endpoint=None):
-    if store.local:
-        return sum(len(fs) for _, _, fs in os.walk(store._root_path))
+    if store.local:  # lock sidecars and in-flight temp files are the disk's, not objects
+        from include.store.store import hidden
+        return sum(1 for _, _, fs in os.walk(store._root_path) for f in fs if not hidden(f))
     from s3server import count_objects
 
     bucket = store._root_path.split("/")[0]
