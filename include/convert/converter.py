@@ -13,6 +13,7 @@ import warnings
 from pathlib import Path
 
 from include.atomic import copy_atomic, move_atomic, write_json_atomic
+from include.convert.graph_rewrite import rewrite_for, rewrite_graph
 from include.convert.recipes import (ACCELERATOR_VARIANTS, RECIPES, Recipe, apply_recipe,
                                      check_options, check_request, conversion_json_path,
                                      frozen_graph_converter, strip_fake_quant)
@@ -84,6 +85,11 @@ def convert(graph_dir, precision: str, out_path, *, calibration=None, calibratio
             graph_def, stripped = strip_fake_quant(load_frozen_graph(source.graph_path))
             graph_path = Path(tmp) / "float_graph.pb"
             graph_path.write_bytes(graph_def.SerializeToString())
+        graph_rewrite = None
+        if not fallback and rewrite_for(precision, recipe.source, source.spec.variant):
+            graph_def, graph_rewrite = rewrite_graph(load_frozen_graph(graph_path))
+            graph_path = Path(tmp) / "rewritten_graph.pb"
+            graph_path.write_bytes(graph_def.SerializeToString())
         if fallback:
             from include.convert.quant_debug import open_session
             if session is None or session.per_tensor != bool(options.get("per_tensor")):
@@ -144,7 +150,8 @@ def convert(graph_dir, precision: str, out_path, *, calibration=None, calibratio
                        "settings": settings,
                        "options": options,
                        "fake_quant_nodes_bypassed": stripped,
-                       "postprocess_inputs_rewrite": rewrite},
+                       "postprocess_inputs_rewrite": rewrite,
+                       "graph_rewrite": graph_rewrite},
             "source": source.to_dict(),
             "calibration": calib_info,
             "tensorflow_version": tf.__version__,

@@ -1,0 +1,95 @@
+"""Integer models the CPU delegate runs whole: the graph rewrite for hard-swish, delegate
+coverage, the latency ratio to float32 and its gate. Small models; no timing assertions (the
+measured figures come from bench/latency.py)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from models import make_image_folder, shared_export
+
+
+@pytest.fixture(scope="module")
+def cpu_export():
+    return shared_export(variant="cpu")
+
+
+@pytest.fixture(scope="module")
+def calibration(tmp_path_factory):
+    return make_image_folder(tmp_path_factory.mktemp("calib"), count=6)
+
+
+def _raw_outputs(graph_def, source, x):
+    """The post-process op's inputs (box encodings, class scores) computed by TensorFlow."""
+    import tensorflow as tf
+
+    pp = next(n for n in graph_def.node if n.op == "TFLite_Detection_PostProcess")
+    body = tf.compat.v1.GraphDef()
+    body.node.extend(n for n in graph_def.node if n.op != "TFLite_Detection_PostProcess")
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.graph_util.import_graph_def(body, name="")
+    fetch = [graph.get_tensor_by_name(i if ":" in i else i + ":0") for i in pp.input[:2]]
+    with tf.compat.v1.Session(graph=graph) as sess:
+        return sess.run(fetch, {source.input_name + ":0": x})
+
+
+def test_rewrite_keeps_the_float_outputs(cpu_export):
+    from include.convert.graph_rewrite import find_hard_swish, rewrite_graph
+    from include.convert.source import open_graph, read_graph_def
+
+    source = open_graph(cpu_export)
+    original = read_graph_def(source.graph_path)
+    assert len(find_hard_swish(original)) > 0
+    rewritten, counts = rewrite_graph(original)
+    assert counts["hard_swish_folded"] + counts["hard_swish_split"] == len(find_hard_swish(original))
+    assert counts["hard_swish_folded"] > 0 and counts["global_pool_to_mean"] > 0
+    assert find_hard_swish(rewritten) == []
+    assert not any(n.op == "AvgPool" for n in rewritten.node)
+    x = np.random.default_rng(0).uniform(-1, 1, source.input_shape).astype(np.float32)
+    for a, b in zip(_raw_outputs(original, source, x), _raw_outputs(rewritten, source, x)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_split_form_where_the_output_reaches_no_convolution():
+    """A hard-swish whose output is a graph output cannot absorb the 1/6: it is split."""
+    import tensorflow as tf
+
+    from include.convert.graph_rewrite import find_hard_swish, split_hard_swish
+
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf.compat.v1.placeholder(tf.float32, [1, 4, 4, 2], name="x")
+        y = tf.identity(x * tf.nn.relu6(x + 3.0) * (1.0 / 6.0), name="y")
+    gd = graph.as_graph_def()
+    out, counts = split_hard_swish(gd)
+    assert counts == {"folded": 0, "split": 1} and find_hard_swish(out) == []
+    v = np.linspace(-5, 5, 32, dtype=np.float32).reshape(1, 4, 4, 2)
+    results = []
+    for g in (gd, out):
+        with tf.Graph().as_default() as g2:
+            tf.graph_util.import_graph_def(g, name="")
+            with tf.compat.v1.Session(graph=g2) as sess:
+                results.append(sess.run("y:0", {"x:0": v}))
+    np.testing.assert_allclose(results[0], results[1], rtol=1e-6, atol=1e-6)
+    assert y is not None
+
+
+def test_cpu_int8_has_no_hard_swish_and_runs_whole_on_xnnpack(cpu_export, calibration, tmp_path):
+    from include.convert.converter import convert
+    from include.quality.delegate import delegate_coverage
+
+    report = convert(cpu_export, "int8", tmp_path / "int8.tflite", calibration=calibration,
+                     calibration_count=6)
+    assert "HARD_SWISH" not in report["ops"] and "AVERAGE_POOL_2D" not in report["ops"]
+    assert report["recipe"]["graph_rewrite"]["hard_swish_folded"] > 0
+    cov = delegate_coverage(tmp_path / "int8.tflite", threads=1)
+    assert cov["ops_total"] == report["op_count"]
+    assert cov["ops_delegated"] + sum(cov["fallback_ops"].values()) == cov["ops_total"]
+    # what stays off XNNPACK: the input quantise, the ends around the post-process op
+    assert set(cov["fallback_ops"]) <= {"QUANTIZE", "CONCATENATION",
+                                        "TFLite_Detection_PostProcess"}, cov
+    assert cov["partitions"] <= 3
+    float_report = convert(cpu_export, "float32", tmp_path / "float32.tflite")
+    assert "HARD_SWISH" in float_report["ops"]                # float keeps the fused op
+    assert float_report["recipe"]["graph_rewrite"] is None
