@@ -130,6 +130,27 @@ def measure(model_path, threads: int, warmup: int, runs: int, reference=None) ->
     return out
 
 
+def measure_interleaved(model_paths, threads: int, warmup: int, runs: int) -> list[dict]:
+    """Several models in this process with the same settings, timed in interleaved rounds (the
+    order rotates each round): [{model, latency_ms, delegate}] in the given order. For tables
+    whose ratios must come from one run (bench/latency.py); `benchmark` is the product's
+    measurement of one model."""
+    from include.quality.delegate import coverage_of
+
+    runners = [_runner(p, threads) for p in model_paths]
+    for _, once in runners:
+        for _ in range(max(1, warmup)):
+            once()
+    timed: list[list[float]] = [[] for _ in runners]
+    n = len(runners)
+    for r in range(runs):
+        for k in range(n):
+            i = (r + k) % n
+            timed[i].append(runners[i][1]())
+    return [{"model": str(p), "latency_ms": latency_stats(t), "delegate": coverage_of(d.interpreter)}
+            for p, (d, _), t in zip(model_paths, runners, timed)]
+
+
 def _check_count(value, name, flag, minimum):
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ConfigError(f"{name} must be a whole number >= {minimum}, got {value!r}.",
