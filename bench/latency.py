@@ -32,8 +32,8 @@ FULL = dict(num_classes=90, input_size=320, depth_multiplier=1.0)
 #: (variant, QAT checkpoint, precisions): the default matrix of each variant
 TABLE = [("cpu", False, ["float32", "dynamic", "float16", "int8"]),
          ("edgetpu", False, ["float32", "int8"]), ("edgetpu", True, ["float32", "uint8"]),
-         ("dsp", False, ["float32", "int8"]), ("gpu", False, ["float32", "float16"]),
-         ("cpu", True, ["float32", "uint8"])]
+         ("dsp", False, ["float32", "int8"]), ("dsp", True, ["float32", "uint8"]),
+         ("gpu", False, ["float32", "float16"])]   # cpu has no QAT (hard-swish, SE)
 
 
 def build(out: Path, variants: list[str], qat: bool) -> list[dict]:

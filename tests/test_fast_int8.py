@@ -133,3 +133,20 @@ def test_fast_calibration_gives_the_ranges_of_tensorflows_calibrator(cpu_export,
         lo_b, hi_b = (-128 - zb) * sb, (127 - zb) * sb
         assert lo_b <= lo_a + 2 * sb and hi_a <= hi_b + 2 * sb, (name, a[name], b[name])
     assert same >= 0.75 * len(a), (same, len(a))
+
+
+def test_benchmark_with_a_reference_records_the_ratio_and_the_coverage(cpu_export, calibration,
+                                                                       tmp_path):
+    from include.convert.converter import convert
+    from include.quality.benchmark import benchmark
+
+    convert(cpu_export, "int8", tmp_path / "int8.tflite", calibration=calibration,
+            calibration_count=6)
+    convert(cpu_export, "float32", tmp_path / "float32.tflite")
+    r = benchmark(tmp_path / "int8.tflite", threads=1, warmup=1, runs=3,
+                  reference=tmp_path / "float32.tflite")
+    assert r["latency_ratio_to_float32"] > 0 and r["latency_ms"]["p50"] > 0
+    assert r["reference"]["latency_ms"]["p50"] > 0 and r["reference"]["model_size_bytes"] > 0
+    assert r["delegate"]["partitions"] <= 3 and r["reference"]["delegate"]["ops_total"] > 0
+    plain = benchmark(tmp_path / "int8.tflite", threads=1, warmup=1, runs=2)
+    assert "latency_ratio_to_float32" not in plain and plain["delegate"]["ops_total"] > 0

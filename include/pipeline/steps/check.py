@@ -20,7 +20,7 @@ from include.store import layout
 
 SUMMARY_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR100")
 #: how long an integer model's check waits for the float32 model of its checkpoint to land
-REFERENCE_WAIT_S = 300.0
+REFERENCE_WAIT_S = 120.0
 REFERENCE_POLL_S = 2.0
 
 
@@ -44,9 +44,14 @@ def float32_reference(run: RunPlan, model: ConvertedModel, folder: Path,
         return None, None
     if "float32" not in run.checkpoint(model.ckpt_id).precisions:
         return None, "the run converts no float32 model of this checkpoint"
+    from include.pipeline.steps.failures import failure_of
+
     key = f"{layout.model_prefix(run.run_id, model.ckpt_id, 'float32')}/model.tflite"
+    float32 = {"ckpt_id": model.ckpt_id, "precision": "float32"}
     deadline = time.monotonic() + wait_s
     while not run.store.is_file(key):
+        if failure_of(run, ("convert",), float32) is not None:
+            return None, "the float32 model of this checkpoint failed to convert"
         if time.monotonic() >= deadline:
             return None, f"the float32 model of this checkpoint was not there within {wait_s:.0f} s"
         time.sleep(REFERENCE_POLL_S)
