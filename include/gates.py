@@ -8,6 +8,11 @@ map_drop            gate metric drop against the run's float32 reference <= max_
 min_map             gate metric >= gates.min_map (0 = off)
 contract            the output-contract validation passed (gates.require_contract)
 latency             measured latency <= gates.max_latency_ms (None = off)
+latency_ratio       an integer model's latency_ratio_to_float32 (p50 against the float32 model
+                    of the same checkpoint, interleaved in one benchmark) <=
+                    gates.max_latency_ratio (default 1.0: not slower than float32) on the cpu
+                    and gpu variants; on edgetpu and dsp the ratio is "reported", not gated
+                    (the host CPU is not the accelerator); "not_measured" when absent
 edgetpu_mapping     every op except the SSD post-process maps to the Edge TPU, decided by the
                     compiler where it ran, else by the offline prediction (gates.edgetpu:
                     auto | compiler | prediction | off); the detail names which decided
@@ -17,7 +22,7 @@ regression          gate metric drop against the newest comparable release (same
 ==================  =========================================================================
 
 `entry_metrics` keys: variant, precision, map (the gate metric's value), reference_map (the
-float32 value of the same run), contract_passed, latency_ms, and edgetpu (absent or None when
+float32 value of the same run), contract_passed, latency_ms, latency_ratio_to_float32, and edgetpu (absent or None when
 not applicable): {status: compiled|not_installed|failed|timeout|skipped, message, ops_total,
 ops_on_tpu, ops_on_cpu, unmapped_ops: [name or {op|name, count, reason}], prediction: {the same
 counts from the offline analysis}}, contract_failures (what the contract check found), and
@@ -37,7 +42,11 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
-CHECK_NAMES = ("map_drop", "min_map", "contract", "latency", "edgetpu_mapping", "regression")
+CHECK_NAMES = ("map_drop", "min_map", "contract", "latency", "latency_ratio", "edgetpu_mapping",
+               "regression")
+#: integer models are gated on their latency against float32 on these variants (their CPU
+#: or GPU runs them); the accelerators' ratio on the host CPU says nothing about the device
+RATIO_GATED_VARIANTS = ("cpu", "gpu")
 # The SSD post-process op always runs on the CPU; the compiler's log lists it as CUSTOM.
 POSTPROCESS_OPS = ("TFLite_Detection_PostProcess", "CUSTOM")
 EDGETPU_STATUSES = ("compiled", "not_installed", "failed", "timeout", "skipped")
@@ -49,7 +58,7 @@ NOTHING_DETECTED = 0.01
 @dataclass
 class GateCheck:
     """One check. status: pass | fail | off | not_applicable | not_installed | skipped |
-    no_baseline | not_comparable | not_measured (the last seven pass)."""
+    no_baseline | not_comparable | not_measured | reported (the last eight pass)."""
 
     name: str
     passed: bool
@@ -173,6 +182,39 @@ def _check_latency(entry, gates) -> GateCheck:
     return GateCheck("latency", ok, _r(lat), limit,
                      f"{lat:.2f} ms {'<=' if ok else '>'} limit {limit:.2f} ms",
                      "pass" if ok else "fail")
+
+
+def latency_ratio_check(ratio, variant: str, precision: str, config) -> GateCheck:
+    """The `latency_ratio` check: an integer model's latency against its float32 model (module
+    docstring). `config`: a PipelineConfig or GateConfig; `ratio`: latency_ratio_to_float32 of
+    the model's benchmark, or None."""
+    from include.convert.recipes import RECIPES
+
+    gates = _gates_of(config)
+    name = "latency_ratio"
+    limit = _num(getattr(gates, "max_latency_ratio", 1.0))
+    value = _num(ratio)
+    recipe = RECIPES.get(precision)
+    if recipe is None or not recipe.integer:
+        return GateCheck(name, True, _r(value), limit, f"{precision} is not an integer model: "
+                         "not applicable", "not_applicable")
+    if value is None:
+        return GateCheck(name, True, None, limit, f"no latency ratio to float32 was measured "
+                         f"for {variant}/{precision} (no float32 model of the same checkpoint "
+                         "was benchmarked alongside)", "not_measured")
+    what = f"{variant}/{precision} runs at {value:.2f}x the latency of its float32 model"
+    if variant not in RATIO_GATED_VARIANTS:
+        return GateCheck(name, True, _r(value), limit, f"{what} on the host CPU; reported, not "
+                         f"gated: the {variant} accelerator runs the integer model",
+                         "reported")
+    if limit is None:
+        return GateCheck(name, True, _r(value), None,
+                         f"{what}; gates.max_latency_ratio is not set: off", "off")
+    ok = value <= limit + _EPS
+    detail = f"{what} ({'<=' if ok else '>'} limit {limit:.2f}x)"
+    if not ok:
+        detail += ": the integer model is slower than float32 on the CPU"
+    return GateCheck(name, ok, _r(value), limit, detail, "pass" if ok else "fail")
 
 
 def _op_name(op) -> str:
@@ -316,6 +358,7 @@ _REASON = {
     "min_map": "{metric} is below the minimum: {detail}",
     "contract": "output contract: {detail}",
     "latency": "too slow: {detail}",
+    "latency_ratio": "slower than float32: {detail}",
     "edgetpu_mapping": "Edge TPU mapping: {detail}",
     "regression": "regression against the last release: {detail}",
 }
@@ -336,6 +379,7 @@ def evaluate_gates(entry_metrics: Mapping, config, baseline: Mapping | None = No
         _check_min_map(m, metric, gates),
         _check_contract(entry, gates),
         _check_latency(entry, gates),
+        latency_ratio_check(entry.get("latency_ratio_to_float32"), variant, precision, gates),
         _check_edgetpu(entry, gates),
         _check_regression(m, metric, dict(baseline) if baseline else None, variant, precision,
                           gates, entry.get("baseline_reason")),

@@ -241,8 +241,8 @@ def test_release_detail_shows_lineage_gates_converter_ops_edgetpu_pictures(clien
     by = {d["name"]: d for d in data["entries"]}
     int8 = by["edgetpu/int8"]
     checks = {c["name"]: c for c in int8["checks"]}
-    assert set(checks) == {"map_drop", "min_map", "contract", "latency", "edgetpu_mapping",
-                           "regression"}
+    assert set(checks) == {"map_drop", "min_map", "contract", "latency", "latency_ratio",
+                           "edgetpu_mapping", "regression"}
     assert checks["map_drop"]["threshold"] == 0.05
     assert int8["converter"]["settings"]["inference_input_type"] == "uint8"
     assert int8["ops"]["QUANTIZE"] == 3

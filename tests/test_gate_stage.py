@@ -257,3 +257,25 @@ def test_regate_publishes_the_search_choice_only_after_its_own_gate(converted):
     final = {d["precision"]: d for d in merge(
         strict, decided, [dict(found, decision=decided_there)])}
     assert final["int8"] is decided_there and final["int8"]["passed"]
+
+
+def test_integer_model_is_benchmarked_against_its_float32_model(converted):
+    """The check benchmarks an integer model together with the run's float32 model of the
+    same checkpoint: its ratio and the delegate coverage reach the gate (reported, not gated,
+    for the EdgeTPU variant)."""
+    _, settings, jobs, models, checks = converted
+    ratio = checks["int8"]["latency_ratio_to_float32"]
+    assert isinstance(ratio, float) and ratio > 0
+    assert checks["float32"]["latency_ratio_to_float32"] is None
+    for c in checks.values():
+        cov = c["delegate"]
+        assert cov["ops_total"] >= cov["ops_delegated"] > 0 and cov["partitions"] >= 1
+    from include.pipeline.steps.edgetpu import edgetpu
+
+    # a run id of its own: another test records a failed int8 check under the shared one
+    run = changed(settings, run_id="gate-run-ratio")
+    out = _decide(run, jobs, list(checks.values()), [edgetpu(settings, models["int8"])])
+    lr = next(c for c in out["int8"]["decision"]["checks"] if c["name"] == "latency_ratio")
+    assert lr["status"] == "reported" and lr["value"] == round(ratio, 6)
+    fp = next(c for c in out["float32"]["decision"]["checks"] if c["name"] == "latency_ratio")
+    assert fp["status"] == "not_applicable"

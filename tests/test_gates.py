@@ -241,3 +241,32 @@ def test_numpy_values_become_plain_floats():
                              latency_ms=np.float32(10.0)), GateConfig(max_latency_ms=20))
     data = _json_roundtrip(d)
     assert isinstance(data["map"], float) and data["passed"]
+
+
+def test_integer_model_slower_than_float32_on_cpu_is_rejected_with_the_ratio():
+    from include.gates import latency_ratio_check
+
+    d = evaluate_gates(entry(latency_ratio_to_float32=6.63), CFG)
+    c = d.check("latency_ratio")
+    assert not d.passed and (c.status, c.value, c.threshold) == ("fail", 6.63, 1.0)
+    assert "6.63x" in c.detail and any("6.63x" in r for r in d.reasons)
+    ok = evaluate_gates(entry(latency_ratio_to_float32=0.6), CFG).check("latency_ratio")
+    assert ok.passed and ok.status == "pass"
+    # a looser limit from the config, or none at all
+    assert latency_ratio_check(1.2, "cpu", "int8", GateConfig(max_latency_ratio=1.5)).passed
+    off = latency_ratio_check(6.6, "gpu", "int8", GateConfig(max_latency_ratio=None))
+    assert off.passed and off.status == "off"
+    assert not latency_ratio_check(1.3, "gpu", "uint8", CFG).passed
+
+
+def test_latency_ratio_is_reported_on_accelerators_and_not_measured_when_absent():
+    from include.gates import latency_ratio_check
+
+    for variant in ("edgetpu", "dsp"):
+        c = latency_ratio_check(2.5, variant, "int8", CFG)
+        assert c.passed and c.status == "reported" and "2.50x" in c.detail
+    d = evaluate_gates(entry(), CFG)
+    assert d.passed and d.check("latency_ratio").status == "not_measured"
+    fp = latency_ratio_check(None, "cpu", "float16", CFG)
+    assert fp.passed and fp.status == "not_applicable"
+    _json_roundtrip(evaluate_gates(entry(variant="edgetpu", latency_ratio_to_float32=2.0), CFG))

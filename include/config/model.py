@@ -212,7 +212,9 @@ class GateConfig(_Model):
     `max_map_drop[precision]`: allowed absolute drop of that metric against the run's float32
     reference (a partial mapping is merged with the defaults). `min_map`: floor on the metric;
     the default 0.01 rejects a model that detects nothing (an untrained or broken checkpoint),
-    0 turns it off. `max_latency_ms`: None = off. `require_edgetpu_mapped`: every op but the SSD
+    0 turns it off. `max_latency_ms`: None = off. `max_latency_ratio`: an integer cpu/gpu
+    model's latency_ratio_to_float32 ceiling (default 1.0, None = off; edgetpu/dsp report it).
+    `require_edgetpu_mapped`: every op but the SSD
     post-process must map to the Edge TPU. `edgetpu`: who decides that: ``auto`` the compiler
     where installed, else the offline prediction; ``compiler`` (a missing compiler fails;
     `require_edgetpu_compiler` is the old spelling of this); ``prediction``; ``off``.
@@ -236,6 +238,11 @@ class GateConfig(_Model):
     max_latency_ms: Annotated[Optional[Annotated[float, Field(gt=0.0, allow_inf_nan=False)]],
                               BeforeValidator(_none_words)] = Field(
         None, description="latency ceiling in ms (null = off)")
+    max_latency_ratio: Annotated[Optional[Annotated[float, Field(gt=0.0, allow_inf_nan=False)]],
+                                 BeforeValidator(_none_words)] = Field(
+        1.0, description="an integer cpu/gpu model's latency against the float32 model of the "
+                         "same checkpoint, measured side by side (1.0: not slower; null = off; "
+                         "edgetpu/dsp: reported only)")
     require_edgetpu_mapped: bool = Field(
         True, description="every op but the SSD post-process must map to the Edge TPU")
     require_edgetpu_compiler: bool = Field(

@@ -13,6 +13,9 @@ import warnings
 from pathlib import Path
 
 from include.atomic import copy_atomic, move_atomic, write_json_atomic
+from include.convert.fast_calibration import CALIBRATORS
+from include.convert.fast_calibration import fast_calibration as litert_calibration
+from include.convert.graph_rewrite import rewrite_for, rewrite_graph
 from include.convert.recipes import (ACCELERATOR_VARIANTS, RECIPES, Recipe, apply_recipe,
                                      check_options, check_request, conversion_json_path,
                                      frozen_graph_converter, strip_fake_quant)
@@ -40,7 +43,8 @@ def smoke_run(model_path) -> dict:
 
 def convert(graph_dir, precision: str, out_path, *, calibration=None, calibration_count: int = 100,
             output_type: str | None = None, seed: int = 0, options: dict | None = None,
-            recipe: Recipe | None = None, session=None, extra_report: dict | None = None) -> dict:
+            recipe: Recipe | None = None, session=None, extra_report: dict | None = None,
+            fast_calibration: bool = True) -> dict:
     """Convert an export folder or TFOD bundle with one recipe; writes out_path and
     conversion.json next to it (both appear only when complete). Returns the report.
 
@@ -48,6 +52,8 @@ def convert(graph_dir, precision: str, out_path, *, calibration=None, calibratio
     table's (e.g. WRITEUP_CPU_INT8). session: a calibrated `quant_debug.DebugSession` of the
     same graph and calibration, reused by float fallback (the recipe search passes it).
     extra_report: more keys for conversion.json (the search adds its table).
+    fast_calibration: calibrate in the LiteRT interpreter with XNNPACK instead of TensorFlow's
+    calibrator (`include.convert.fast_calibration`; same ranges, a fraction of the time).
     """
     import tensorflow as tf
 
@@ -84,6 +90,11 @@ def convert(graph_dir, precision: str, out_path, *, calibration=None, calibratio
             graph_def, stripped = strip_fake_quant(load_frozen_graph(source.graph_path))
             graph_path = Path(tmp) / "float_graph.pb"
             graph_path.write_bytes(graph_def.SerializeToString())
+        graph_rewrite = None
+        if not fallback and rewrite_for(precision, recipe.source, source.spec.variant):
+            graph_def, graph_rewrite = rewrite_graph(load_frozen_graph(graph_path))
+            graph_path = Path(tmp) / "rewritten_graph.pb"
+            graph_path.write_bytes(graph_def.SerializeToString())
         if fallback:
             from include.convert.quant_debug import open_session
             if session is None or session.per_tensor != bool(options.get("per_tensor")):
@@ -103,8 +114,12 @@ def convert(graph_dir, precision: str, out_path, *, calibration=None, calibratio
         else:
             conv = frozen_graph_converter(graph_path, source)
             apply_recipe(conv, recipe, source.input_name, calib_batch, options)
+            fast = bool(fast_calibration and recipe.calibrated
+                        and options.get("activations") != "int16")
+            if calib_info is not None:
+                calib_info = {**calib_info, "calibrator": CALIBRATORS[fast]}
             try:
-                with warnings.catch_warnings():
+                with warnings.catch_warnings(), litert_calibration(fast):
                     warnings.simplefilter("ignore")
                     data = conv.convert()
             except Exception as exc:  # the converter raises ConverterError and others
@@ -144,7 +159,8 @@ def convert(graph_dir, precision: str, out_path, *, calibration=None, calibratio
                        "settings": settings,
                        "options": options,
                        "fake_quant_nodes_bypassed": stripped,
-                       "postprocess_inputs_rewrite": rewrite},
+                       "postprocess_inputs_rewrite": rewrite,
+                       "graph_rewrite": graph_rewrite},
             "source": source.to_dict(),
             "calibration": calib_info,
             "tensorflow_version": tf.__version__,

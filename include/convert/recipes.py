@@ -31,6 +31,15 @@ Options of the int8 recipe (`convert(..., options=...)`, also used by the recipe
 |                    | float: TensorFlow's QuantizationDebugger denylists them
 |                    | (`include/convert/quant_debug.py`) |
 
+CPU int8 (`include/convert/graph_rewrite.py`): before the cpu variant's int8 conversion the
+frozen graph's hard-swish is rewritten as x * relu6(x + 3) with the 1/6 folded into the next
+convolutions' filters, and squeeze-and-excite's global AvgPool as Mean, so XNNPACK runs the
+int8 model whole (int8 HARD_SWISH and AVERAGE_POOL_2D are not XNNPACK ops); conversion.json's
+`recipe.graph_rewrite` counts what was rewritten. Float recipes and the float-fallback options
+(which go through TensorFlow's QuantizationDebugger) convert the graph as exported. Calibration
+runs in the LiteRT interpreter with XNNPACK (`include/convert/fast_calibration.py`; the
+16x8 option keeps TensorFlow's calibrator); `calibration.calibrator` names the one used.
+
 Integer promise. After conversion, an int8 or uint8 model must have a uint8 input and integer
 tensors up to the post-process op (a 16x8 model: int16 activations; a fallback model: float
 only in its named layers). TensorFlow 2.21 does not always refuse a recipe it cannot honour: the

@@ -114,11 +114,20 @@ def cell_of(entry: dict, state: str) -> dict:
         "latency_ms": num(metrics.get("latency_ms")),
         "latency_limit": num(lat_check.get("threshold"))
         if lat_check.get("status") not in (None, "off") else None,
+        "latency_ratio": latency_ratio_of(decision, metrics),
+        "latency_ratio_status": check_of(decision, "latency_ratio").get("status"),
         "size_bytes": size,
         "edgetpu": edgetpu_from_check(check_of(decision, "edgetpu_mapping")),
         "reasons": [str(r) for r in reasons],
         "path": entry.get("path"),
     }
+
+
+def latency_ratio_of(decision: dict, metrics: dict) -> float | None:
+    """An integer model's latency against its float32 model (the gate's latency_ratio check,
+    else the metrics' latency_ratio_to_float32); None when not measured."""
+    value = num(check_of(decision, "latency_ratio").get("value"))
+    return value if value is not None else num((metrics or {}).get("latency_ratio_to_float32"))
 
 
 def models_of(manifest: dict):

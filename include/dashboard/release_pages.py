@@ -169,6 +169,10 @@ class ReleasePages:
             "evaluation": evaluation.get("metrics") or {},
             "images": evaluation.get("images"),
             "latency": bench.get("latency_ms") or {},
+            "delegate": bench.get("delegate") if isinstance(bench.get("delegate"), dict)
+            else None,
+            "reference_latency": (bench.get("reference") or {}).get("latency_ms")
+            if isinstance(bench.get("reference"), dict) else None,
             "validation": {"success": validation.get("success"),
                            "expectations": len(validation.get("expectations") or [])
                            if isinstance(validation.get("expectations"), list) else None}

@@ -125,6 +125,7 @@ class RunPages:
                            "passed": bool(m.get("passed")), "failed": bool(m.get("failed")),
                            "size_bytes": num(m.get("size_bytes")),
                            "latency_ms": num(m.get("latency_ms")),
+                           "latency_ratio": num(m.get("latency_ratio_to_float32")),
                            "metric": (m.get("decision") or {}).get("metric"),
                            "value": num((m.get("decision") or {}).get("map")),
                            "edgetpu": {"status": e.get("status"), "ops_total": e.get("ops_total"),

@@ -17,6 +17,15 @@ TensorFlow loaded) already holds:
     (interpreter, tensor arena, packed weights, the mapped model file).
   Where /proc is missing, resource.getrusage's ru_maxrss stands in for the peak.
 * model_size_bytes: the .tflite file's size.
+* delegate: how much of the model the interpreter's delegate (XNNPACK) took, read from the
+  interpreter the timings came from: ops_total, ops_delegated, partitions, fallback_ops
+  ({op: count} run by the interpreter's own kernels), delegate (`include/quality/delegate.py`).
+* with `reference` (the float32 model of the same checkpoint; `mobiledet benchmark --reference`):
+  latency_ratio_to_float32 = p50 of the model / p50 of the reference, both loaded in the same
+  subprocess with the same threads and timed in interleaved rounds (model then reference,
+  then reference then model, ...), so load on the machine hits both alike; `reference` holds
+  the reference's latency_ms, delegate and size. The memory figures stay the model's own: the
+  peak is read before the reference is loaded.
 
 The input is one deterministic noise image through the product's preprocessing (and the model's
 input quantisation for uint8 models); an untrained detector's latency does not depend on it.
@@ -49,18 +58,12 @@ def latency_stats(ms) -> dict:
             "max": round(float(a.max()), 4), "std": round(float(a.std()), 4)}
 
 
-def measure(model_path, threads: int, warmup: int, runs: int) -> dict:
-    """The measurement itself; meant to run in a fresh process (see `benchmark`)."""
-    from ai_edge_litert.interpreter import Interpreter  # noqa: F401  (part of the baseline)
-
+def _runner(model_path, threads: int):
+    """(Detector, a function that runs it once and returns the invoke() time in ms)."""
     from include.data.preprocess import preprocess
     from include.quality.runner import Detector
 
-    baseline_kb = status_kb("VmRSS") or peak_rss_kb()
-
-    t0 = time.perf_counter()
     det = Detector(model_path, threads=threads)
-    init_ms = (time.perf_counter() - t0) * 1000.0
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (det.input_size, det.input_size, 3), dtype=np.uint8)
     x = det.prepare(preprocess(image, det.input_size))
@@ -71,14 +74,43 @@ def measure(model_path, threads: int, warmup: int, runs: int) -> dict:
         start = time.perf_counter()
         interp.invoke()
         return (time.perf_counter() - start) * 1000.0
+    return det, once
 
+
+def measure(model_path, threads: int, warmup: int, runs: int, reference=None) -> dict:
+    """The measurement itself; meant to run in a fresh process (see `benchmark`). With a
+    `reference` model, both are loaded with the same settings and timed in interleaved rounds
+    (model, reference; reference, model; ...) after the model's memory was read."""
+    from ai_edge_litert.interpreter import Interpreter  # noqa: F401  (part of the baseline)
+
+    from include.quality.delegate import coverage_of
+
+    baseline_kb = status_kb("VmRSS") or peak_rss_kb()
+
+    t0 = time.perf_counter()
+    det, once = _runner(model_path, threads)
+    init_ms = (time.perf_counter() - t0) * 1000.0
     first_ms = once()
     for _ in range(max(0, warmup - 1)):
         once()
-    timed = [once() for _ in range(runs)]
-    peak_kb = peak_rss_kb()
+    if reference is None:
+        timed = [once() for _ in range(runs)]
+        peak_kb = peak_rss_kb()
+    else:
+        peak_kb = peak_rss_kb()  # the model's own memory, before the reference is loaded
+        ref_det, ref_once = _runner(reference, threads)
+        for _ in range(max(1, warmup)):
+            ref_once()
+        timed, ref_timed = [], []
+        for i in range(runs):
+            if i % 2:
+                ref_timed.append(ref_once())
+                timed.append(once())
+            else:
+                timed.append(once())
+                ref_timed.append(ref_once())
     stats = latency_stats(timed)
-    return {
+    out = {
         "init_ms": round(init_ms, 3),
         "first_ms": round(first_ms, 3),
         "latency_ms": stats,
@@ -86,7 +118,37 @@ def measure(model_path, threads: int, warmup: int, runs: int) -> dict:
         "baseline_rss_mb": round(baseline_kb / 1024.0, 2),
         "peak_rss_mb": round(peak_kb / 1024.0, 2),
         "model_memory_mb": round((peak_kb - baseline_kb) / 1024.0, 2),
+        "delegate": coverage_of(det.interpreter),
     }
+    if reference is not None:
+        ref_stats = latency_stats(ref_timed)
+        out["latency_ratio_to_float32"] = (round(stats["p50"] / ref_stats["p50"], 4)
+                                           if ref_stats["p50"] > 0 else None)
+        out["reference"] = {"model": str(reference), "latency_ms": ref_stats,
+                            "delegate": coverage_of(ref_det.interpreter),
+                            "ratio_of": "p50 over p50, interleaved rounds in one process"}
+    return out
+
+
+def measure_interleaved(model_paths, threads: int, warmup: int, runs: int) -> list[dict]:
+    """Several models in this process with the same settings, timed in interleaved rounds (the
+    order rotates each round): [{model, latency_ms, delegate}] in the given order. For tables
+    whose ratios must come from one run (bench/latency.py); `benchmark` is the product's
+    measurement of one model."""
+    from include.quality.delegate import coverage_of
+
+    runners = [_runner(p, threads) for p in model_paths]
+    for _, once in runners:
+        for _ in range(max(1, warmup)):
+            once()
+    timed: list[list[float]] = [[] for _ in runners]
+    n = len(runners)
+    for r in range(runs):
+        for k in range(n):
+            i = (r + k) % n
+            timed[i].append(runners[i][1]())
+    return [{"model": str(p), "latency_ms": latency_stats(t), "delegate": coverage_of(d.interpreter)}
+            for p, (d, _), t in zip(model_paths, runners, timed)]
 
 
 def _check_count(value, name, flag, minimum):
@@ -96,8 +158,10 @@ def _check_count(value, name, flag, minimum):
 
 
 def benchmark(model, *, threads: int | None = None, warmup: int = 10, runs: int = 50,
-              timeout_s: float = 600.0) -> dict:
-    """Benchmark `model` in a fresh subprocess; see the module docstring for every number."""
+              timeout_s: float = 600.0, reference=None) -> dict:
+    """Benchmark `model` in a fresh subprocess; see the module docstring for every number.
+    `reference`: the float32 model of the same checkpoint, timed alongside (module
+    docstring: latency_ratio_to_float32)."""
     from include.quality.runner import Detector, check_model_file, default_threads
 
     model = check_model_file(model).resolve()
@@ -106,12 +170,15 @@ def benchmark(model, *, threads: int | None = None, warmup: int = 10, runs: int 
     _check_count(warmup, "warmup", "--warmup", 0)
     _check_count(runs, "runs", "--runs", 1)
     Detector(model, threads=1)  # the contract errors surface here, in the caller's process
+    if reference is not None:
+        reference = check_model_file(reference).resolve()
+        Detector(reference, threads=1)
 
     root = str(Path(__file__).resolve().parents[2])
     env = dict(os.environ)
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     cmd = [sys.executable, "-m", "include.quality.benchmark", str(model), str(threads),
-           str(warmup), str(runs)]
+           str(warmup), str(runs)] + ([str(reference)] if reference is not None else [])
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=root,
                               timeout=timeout_s)
@@ -127,6 +194,8 @@ def benchmark(model, *, threads: int | None = None, warmup: int = 10, runs: int 
                                  fix="check that the model runs: `mobiledet validate --model "
                                      f"{model}`.")
     measured = json.loads(lines[-1][len(RESULT_MARKER):])
+    if reference is not None:
+        measured["reference"]["model_size_bytes"] = reference.stat().st_size
     return {"model": str(model), "model_size_bytes": model.stat().st_size, "threads": threads,
             "warmup": warmup, "runs": runs, **measured,
             "memory_measured_in": "fresh subprocess (/proc/self/status VmRSS before the model, "
@@ -135,7 +204,7 @@ def benchmark(model, *, threads: int | None = None, warmup: int = 10, runs: int 
 
 def _main(argv) -> int:
     model, threads, warmup, runs = argv[0], int(argv[1]), int(argv[2]), int(argv[3])
-    result = measure(model, threads, warmup, runs)
+    result = measure(model, threads, warmup, runs, argv[4] if len(argv) > 4 else None)
     print(RESULT_MARKER + json.dumps(result), flush=True)
     return 0
 

@@ -91,6 +91,9 @@ def register(sub) -> None:
                     help="interpreter threads (default: all cores)")
     be.add_argument("--warmup", type=int, default=10, metavar="W", help="untimed runs (default 10)")
     be.add_argument("--runs", type=int, default=50, metavar="R", help="timed runs (default 50)")
+    be.add_argument("--reference", default=None, metavar="FLOAT_TFLITE",
+                    help="the float32 model of the same checkpoint: timed alongside in "
+                         "interleaved rounds, giving latency_ratio_to_float32")
     be.add_argument("--json", action="store_true", help="print the result as JSON")
     add_device_arguments(be)  # --device adb:SERIAL, --delegate, --from-log (device_commands.py)
     be.set_defaults(func=cmd_benchmark)
@@ -184,7 +187,8 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     device_rc = run_device_benchmark(args)  # --device / --from-log; None: the host benchmark
     if device_rc is not None:
         return device_rc
-    r = benchmark(args.model, threads=args.threads, warmup=args.warmup, runs=args.runs)
+    r = benchmark(args.model, threads=args.threads, warmup=args.warmup, runs=args.runs,
+                  reference=getattr(args, "reference", None))
     if args.json:
         print_json(r)
         return 0
@@ -197,7 +201,22 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
           f"{r['throughput_per_s']:.1f} images/s")
     print(f"memory: peak RSS {r['peak_rss_mb']:.1f} MiB, of which the model "
           f"{r['model_memory_mb']:.1f} MiB (baseline {r['baseline_rss_mb']:.1f} MiB)")
+    print("delegate: " + delegate_text(r.get("delegate")))
+    if r.get("reference"):
+        ref = r["reference"]
+        ratio = r.get("latency_ratio_to_float32")
+        print(f"reference {ref['model']}: p50 {ref['latency_ms']['p50']:.3f} ms; ratio to "
+              f"float32 {'-' if ratio is None else f'{ratio:.2f}x'} (p50, interleaved rounds)")
     return 0
+
+
+def delegate_text(cov) -> str:
+    """One line about a benchmark's delegate coverage."""
+    if not cov:
+        return "not measured"
+    fallback = ", ".join(f"{k} x{v}" for k, v in (cov.get("fallback_ops") or {}).items())
+    return (f"{cov.get('delegate') or 'none'}: {cov['ops_delegated']}/{cov['ops_total']} ops in "
+            f"{cov['partitions']} partition(s); off the delegate: {fallback or 'none'}")
 
 
 def cmd_visualize(args: argparse.Namespace) -> int:

@@ -79,7 +79,9 @@ def _gate(run: RunPlan, jobs: list[Job], checks: list[dict], edgetpu: list[dict]
                              "reference_map": reference.get(c["ckpt_id"]),
                              "contract_passed": c["contract_passed"],
                              "contract_failures": c.get("contract_failed"),
-                             "latency_ms": c["latency_ms"], "edgetpu": edgetpu_info,
+                             "latency_ms": c["latency_ms"],
+                             "latency_ratio_to_float32": c.get("latency_ratio_to_float32"),
+                             "edgetpu": edgetpu_info,
                              "baseline_reason": why}
             decision = evaluate_gates(entry_metrics, config, baseline)
             out.append({**c, "edgetpu": e, "decision": decision.to_dict(),

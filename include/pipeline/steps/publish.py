@@ -77,6 +77,9 @@ def _publish(run: RunPlan, decided: list[dict], meter) -> list[dict]:
         for d in entries:
             model_costs = {**shared, **spent.get((d["ckpt_id"], d["precision"]), {})}
             metrics = {**d["metrics"], "latency_ms": d["latency_ms"], "size_bytes": d["size_bytes"]}
+            for key in ("latency_ratio_to_float32", "delegate"):
+                if d.get(key) is not None:
+                    metrics[key] = d[key]
             if model_costs:
                 metrics["costs"] = model_costs
             artifacts.append({"variant": d["variant"], "precision": d["precision"],

@@ -17,8 +17,8 @@ STAGES_NOTE = ("wall_s, cpu_s and peak_rss_mb per task, measured by the task its
                "real executor each task is its own process and peak_rss_mb is the task's; under "
                "dag.test (mobiledet run) every task shares one process, so peak_rss_mb is that "
                "process's peak while the task ran, including what earlier tasks left loaded.")
-RESULT_COLUMNS = ["model", "size MB", "metric", "drop vs float", "latency ms", "Edge TPU ops",
-                  "gate"]
+RESULT_COLUMNS = ["model", "size MB", "metric", "drop vs float", "latency ms", "x float32",
+                  "CPU delegate", "Edge TPU ops", "gate"]
 #: the DAG task each step's cost record belongs to (the Edge TPU step runs inside the check)
 TASK_OF_STAGE = {"edgetpu": "model.check", "convert": "model.convert", "check": "model.check"}
 
@@ -60,9 +60,25 @@ def result_rows(decided: list[dict], metric: str) -> list[list[Any]]:
         rows.append([d["name"], _num_text(d.get("size_bytes"), ".2f", 1e6),
                      _num_text(value, ".3f") if not d.get("failed") or value is not None else "-",
                      "-" if drop is None else f"{drop:+.3f}",
-                     _num_text(d.get("latency_ms"), ".1f"), tpu,
+                     _num_text(d.get("latency_ms"), ".1f"),
+                     ratio_text(d.get("latency_ratio_to_float32")),
+                     delegate_cell(d.get("delegate")), tpu,
                      "PASS" if d["passed"] else "FAIL: " + "; ".join(reasons)])
     return rows
+
+
+def ratio_text(ratio) -> str:
+    """latency_ratio_to_float32 as a table cell ("0.62x"; "-" when not measured)."""
+    return "-" if not isinstance(ratio, (int, float)) else f"{ratio:.2f}x"
+
+
+def delegate_cell(cov) -> str:
+    """Delegate coverage as a table cell: ops delegated / ops, partitions."""
+    if not isinstance(cov, dict) or not cov.get("ops_total"):
+        return "-"
+    parts = cov.get("partitions")
+    return f"{cov.get('ops_delegated')}/{cov['ops_total']} in {parts} part" + \
+        ("s" if parts != 1 else "")
 
 
 def report(run: RunPlan, decided: list[dict] | None, published: list[dict] | None) -> dict:
