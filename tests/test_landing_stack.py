@@ -8,9 +8,12 @@ checkpoint landed in s3://landing-test/checkpoints, and the test asserts what us
 
 * a landed checkpoint starts exactly one conversion within 60 s, which publishes;
 * a half-written checkpoint (weights, no checkpoint.json) starts none until the marker lands;
-* two checkpoints landing at once start two runs;
-* a corrupt checkpoint (truncated weights) gets one failed run whose report names the file;
-* restarting the triggerer (which reports what is there again) converts nothing twice;
+* three checkpoints landing at once are each converted exactly once, by the run the ledger
+  names (as few runs as the scheduler makes of the burst);
+* a corrupt checkpoint (truncated weights) fails its run, whose report names the file, and its
+  ledger record is failed with that reason;
+* restarting the triggerer reports nothing again (the ledger holds every landing): nothing is
+  converted twice;
 * a downstream DAG scheduled on a published-model asset runs after the publish;
 * mobiledet_retrain writes a checkpoint, which is converted and published with no other action;
 * every task ran on the Celery worker, the published files match the manifest's sha256, and
@@ -149,6 +152,29 @@ def report_of(s3, run_id: str) -> dict:
     return json.loads(s3.get_object(Bucket=BUCKET, Key=key)["Body"].read())
 
 
+def ledger_records(s3) -> dict[str, dict]:
+    """The ledger's records of the landing bucket, by checkpoint folder name."""
+    prefix = "releases/ledger/mobiledet/records/"
+    out = {}
+    for obj in s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", []):
+        record = json.loads(s3.get_object(Bucket=BUCKET, Key=obj["Key"])["Body"].read())
+        out[str(record.get("uri", "")).rstrip("/").rsplit("/", 1)[-1]] = record
+    return out
+
+
+def wait_for_ledger(s3, names: set[str], seconds: float) -> dict[str, dict]:
+    """The records of `names` once each is final or failed (bounded by `seconds`)."""
+    deadline = time.monotonic() + seconds
+    records: dict[str, dict] = {}
+    while time.monotonic() < deadline:
+        records = {n: r for n, r in ledger_records(s3).items() if n in names}
+        if set(records) == names and all(r["state"] in ("published", "rejected", "failed")
+                                          for r in records.values()):
+            break
+        time.sleep(2.0)
+    return records
+
+
 def manifests(s3) -> list[str]:
     listed = s3.list_objects_v2(Bucket=BUCKET, Prefix="releases/mobiledet/").get("Contents", [])
     return sorted(o["Key"] for o in listed if o["Key"].endswith("/manifest.json"))
@@ -207,38 +233,56 @@ def test_checkpoints_landing_start_their_own_runs(deployment, s3_process, inputs
     assert rolled["state"] == "success", explain(deployment, rolled, "mobiledet_rollout_example")
 
     # 2. the half-written checkpoint's marker lands with two more checkpoints (one corrupt):
-    #    three runs; the two good ones publish, the corrupt one fails naming weights.h5
+    #    each is converted exactly once (the ledger batches a burst into as few runs as the
+    #    scheduler makes); the two good ones publish, the corrupt one's run fails naming
+    #    weights.h5 and its ledger record is failed with that reason
     s3.upload_file(str(ckpts["half"] / "checkpoint.json"), BUCKET, "checkpoints/half/checkpoint.json")
     land(s3, ckpts["second"], "second")
     land(s3, ckpts["corrupt"], "corrupt")
-    new = wait_for_new_runs(client, seen, 3, LANDING_WINDOW_S)
-    assert len(new) == 3, new
-    by_uri = {report_of(s3, r["dag_run_id"])["checkpoints"][0]["uri"]: r
-              for r in wait_done(client, new)}
-    assert {u.rsplit("/", 1)[1] for u in by_uri} == {"half", "second", "corrupt"}
-    for name in ("half", "second"):
-        run = by_uri[f"s3://{BUCKET}/checkpoints/{name}"]
-        assert run["state"] == "success", explain(deployment, run)
-    bad = by_uri[f"s3://{BUCKET}/checkpoints/corrupt"]
-    assert bad["state"] == "failed"
-    bad_report = report_of(s3, bad["dag_run_id"])
-    assert "weights.h5" in bad_report["failed_checkpoints"][0]["reason"]
-    assert bad_report["published"] == []
+    names = {"half", "second", "corrupt"}
+    records = wait_for_ledger(s3, names, LANDING_WINDOW_S + 2 * RUN_TIMEOUT_S)
+    assert {n: r["state"] for n, r in records.items()} == \
+        {"half": "published", "second": "published", "corrupt": "failed"}, records
+    assert "weights.h5" in records["corrupt"]["reason"]
+    new = wait_done(client, [r for r in runs_of(client) if r["dag_run_id"] not in seen])
+    assert 1 <= len(new) <= 3, new
+    converted_in: dict[str, list[str]] = {}
+    for run in new:
+        report = report_of(s3, run["dag_run_id"])
+        uris = [c["uri"] for c in report["checkpoints"]]
+        for uri in uris:
+            converted_in.setdefault(uri.rsplit("/", 1)[1], []).append(run["dag_run_id"])
+        failed = {f["uri"].rsplit("/", 1)[1] for f in report["failed_checkpoints"]}
+        assert failed <= {"corrupt"}, report["failed_checkpoints"]
+        if failed:   # the report names the bad file, and nothing of it is published
+            assert "weights.h5" in report["failed_checkpoints"][0]["reason"]
+            bad_ids = {f["ckpt_id"] for f in report["failed_checkpoints"]}
+            assert not [p for p in report["published"] if p["ckpt_id"] in bad_ids]
+        # a run of only the bad checkpoint fails; one that also published good ones succeeds
+        # (its report and the ledger name the bad one)
+        if failed and len(uris) == 1:
+            assert run["state"] == "failed"
+        else:
+            assert run["state"] == "success", explain(deployment, run)
+    # converted exactly once each, by the run the ledger names
+    assert {n: len(r) for n, r in converted_in.items()} == {n: 1 for n in names}, converted_in
+    from include.pipeline.plan import safe_run_id
+    for name in names:
+        assert records[name]["run_id"] == safe_run_id(converted_in[name][0])
     assert len(manifests(s3)) == 3
     seen |= {r["dag_run_id"] for r in new}
 
-    # 3. the triggerer restarts: it reports every checkpoint in the store again; each of those
-    #    runs loses its claim, ends at once and publishes nothing
+    # 3. the triggerer restarts: the ledger already holds every landing in the store, so the
+    #    watcher reports none of them again: no run, nothing published twice
     deployment.processes["triggerer"].restart()
-    again = wait_for_new_runs(client, seen, 4, 120)
-    assert len(again) == 4, again
-    for run in wait_done(client, again):
+    again = wait_for_new_runs(client, seen, 1, 30)
+    for run in wait_done(client, again):   # a run the safety net starts claims nothing
         assert run["state"] == "success", explain(deployment, run)
         report = report_of(s3, run["dag_run_id"])
         assert report["published"] == [] and report["models"] == []
-        assert report["already_claimed"] and \
-            report["already_claimed"][0]["claimed_by"] != run["dag_run_id"]
     assert len(manifests(s3)) == 3
+    assert {n: r["state"] for n, r in ledger_records(s3).items()} == \
+        {"first": "published", "half": "published", "second": "published", "corrupt": "failed"}
     seen |= {r["dag_run_id"] for r in again}
 
     # 4. the scheduled retrain (triggered here) writes a checkpoint into the store; the
