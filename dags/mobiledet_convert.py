@@ -54,8 +54,8 @@ with DAG(
     max_active_runs=4,
     tags=["mobiledet", "tflite"],
     params={
-        "checkpoints": Param([], type="array", description="checkpoint folders, export folders "
-                             "or TFOD bundles (local paths or s3:// URIs)"),
+        "checkpoints": Param([], type="array", description="checkpoint folders, export folders, "
+                             "TFOD bundles or TFOD training folders (local paths or s3:// URIs)"),
         "data": Param(deployment.evaluation_data(), type="string",
                       description="COCO-format evaluation dataset (default: $MOBILEDET_DATA)"),
         "calibration": Param(None, type=["null", "string"],

@@ -21,7 +21,7 @@ from include.console import print_json
 def register(sub) -> None:
     p = sub.add_parser("run", help="run the mobiledet_convert DAG through Airflow for checkpoints")
     p.add_argument("--checkpoint", nargs="+", required=True, metavar="URI",
-                   help="checkpoint folders, export folders or TFOD bundles (paths or s3:// URIs)")
+                   help="checkpoint folders, export folders, TFOD bundles, TFOD training folders (the newest step) or one step's prefix (.../model.ckpt-N); paths or s3:// URIs")
     p.add_argument("--data", required=True,
                    help="COCO-format evaluation dataset: a folder (annotations/instances_<split>"
                         ".json beside <split>/) or an annotation file")
