@@ -3,6 +3,9 @@
 Airflow 3's api-server, scheduler, dag-processor, triggerer and a Celery worker, all built from
 the repository's Dockerfile with one shared environment; PostgreSQL, Redis and MinIO behind
 health checks; one-shot init services; named volumes; and a .env.example with placeholders only.
+The hardening is checked for real: the preflight service's check (include/deploy/preflight.py)
+refuses .env.example as it is and accepts generated secrets, every service waits for it, the
+Fernet key is required, and published ports bind to 127.0.0.1 unless told otherwise.
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ AIRFLOW = {"airflow-api-server": "api-server", "airflow-scheduler": "scheduler",
            "airflow-dag-processor": "dag-processor", "airflow-triggerer": "triggerer",
            "airflow-worker": "celery worker"}
 BACKING = ("postgres", "redis", "minio")
-ONE_SHOT = ("minio-init", "airflow-init")
+ONE_SHOT = ("preflight", "minio-init", "airflow-init")
 # What the README's "Run it on docker-compose" section names.
 PIPELINE_ENV = {"MOBILEDET_CHECKPOINT_STORE": "s3://checkpoints/",
                 "MOBILEDET_STORE": "s3://models/mobiledet"}
@@ -150,7 +153,8 @@ def test_airflow_environment_agrees(services):
         assert url.hostname == "airflow-api-server" and url.path == "/execution/"
         port = re.search(r"--port (\d+)", _command(services["airflow-api-server"])).group(1)
         assert str(url.port) == port == env["AIRFLOW__API__PORT"]
-        assert f"{port}:{port}" in services["airflow-api-server"]["ports"]
+        assert any(str(p).endswith(f":{port}:{port}") for p in
+                   services["airflow-api-server"]["ports"])
         # Metadata DB on the postgres service, broker on the redis service.
         assert "@postgres:5432/" in env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
         assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql")
@@ -192,3 +196,81 @@ def test_env_example_holds_no_real_secret(env_example):
     assert not re.search(r"-----BEGIN [A-Z ]*PRIVATE KEY", text)
     for value in env_example.values():  # nothing that looks generated (long random tokens)
         assert not re.fullmatch(r"[A-Za-z0-9_\-+/=]{32,}", value), value
+
+
+# -- hardening ------------------------------------------------------------------------------
+def _filled_env(env_example) -> dict:
+    import secrets
+
+    from cryptography.fernet import Fernet
+    env = dict(env_example)
+    for key, value in env.items():
+        if "change-me" in value:
+            env[key] = "mobiledet" if key == "MINIO_ROOT_USER" else secrets.token_urlsafe(32)
+    env["AIRFLOW_FERNET_KEY"] = Fernet.generate_key().decode()
+    return env
+
+
+def test_preflight_refuses_the_example_env_as_it_is(tmp_path, capsys):
+    from include.deploy.preflight import SECRETS, main
+    env_file = tmp_path / ".env"
+    env_file.write_text(ENV_EXAMPLE.read_text())       # copied, not filled in
+    assert main(["--env-file", str(env_file)]) == 1
+    err = capsys.readouterr().err
+    for name in SECRETS:                              # every placeholder named, with its fix
+        assert f"{name} is still the placeholder" in err, name
+    assert "AIRFLOW_FERNET_KEY is empty" in err and "Fernet.generate_key()" in err
+    assert "refusing to start" in err
+
+
+def test_preflight_accepts_real_secrets_and_refuses_weak_ones(env_example, tmp_path, capsys):
+    from include.deploy.preflight import main, problems
+    good = _filled_env(env_example)
+    assert problems(good) == []
+    env_file = tmp_path / ".env"
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in good.items()))
+    assert main(["--env-file", str(env_file)]) == 0
+    weak = dict(good, POSTGRES_PASSWORD="hunter2", AIRFLOW_JWT_SECRET="short-secret",
+                AIRFLOW_FERNET_KEY="not-a-key", MINIO_ROOT_PASSWORD="CHANGE-ME-too")
+    found = "\n".join(problems(weak))
+    assert "POSTGRES_PASSWORD is 7 characters; at least 12" in found
+    assert "AIRFLOW_JWT_SECRET is 12 characters; at least 32" in found
+    assert "AIRFLOW_FERNET_KEY is not a Fernet key" in found
+    assert "MINIO_ROOT_PASSWORD is still the placeholder" in found
+    assert len(problems(weak)) == 4
+
+
+def test_every_service_waits_for_the_preflight(services):
+    pre = services["preflight"]
+    assert pre["entrypoint"] == ["python", "-m", "include.deploy.preflight"]
+    assert pre["image"] == services["airflow-scheduler"]["image"]
+    from include.deploy.preflight import SECRETS
+    assert set(SECRETS) | {"AIRFLOW_FERNET_KEY"} <= set(_env(pre))
+
+    def waits(name, seen=()):
+        deps = services[name].get("depends_on") or {}
+        return "preflight" in deps or any(waits(d, seen + (name,)) for d in deps
+                                          if d not in seen)
+    for name in services:
+        if name != "preflight":
+            assert waits(name), f"{name} can start before the preflight check"
+    for name in BACKING:   # the ones holding passwords start only after it, directly
+        assert services[name]["depends_on"]["preflight"]["condition"] == \
+            "service_completed_successfully"
+
+
+def test_fernet_key_is_required(services):
+    for name in AIRFLOW:
+        value = _env(services[name])["AIRFLOW__CORE__FERNET_KEY"]
+        assert re.fullmatch(r"\$\{AIRFLOW_FERNET_KEY:\?[^}]+\}", value), value
+
+
+def test_published_ports_bind_to_localhost_unless_told(services, env_example):
+    published = 0
+    for name, service in services.items():
+        for port in service.get("ports") or []:
+            published += 1
+            assert str(port).startswith("${MOBILEDET_BIND_ADDRESS:-127.0.0.1}:"), (name, port)
+            assert str(port).count(":") == 3, (name, port)   # address:host:container
+    assert published == 3    # 8080, 9000, 9001
+    assert env_example["MOBILEDET_BIND_ADDRESS"] == "127.0.0.1"
