@@ -31,6 +31,8 @@ EXECUTORS = {"local": PRELOADING_LOCAL, "celery": "CeleryExecutor"}
 CELERY_CONFIG_OPTIONS = "include.deploy.celery_worker.CELERY_CONFIG"
 SIMPLE_AUTH_MANAGER = \
     "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+#: SimpleAuthManager's roles, weakest first (each may do what the ones before it may)
+SIMPLE_AUTH_ROLES = ("viewer", "user", "op", "admin")
 
 
 @dataclass
@@ -40,7 +42,9 @@ class AirflowSettings:
     `sql_alchemy_conn`: None = SQLite in `home`. `executor`: "local" or "celery" (or an
     Airflow executor class name). With Celery, `broker_url` is required and `result_backend`
     defaults to the metadata DB (``db+<sql_alchemy_conn>``). `extra_env` is added to every
-    component's environment (e.g. MOBILEDET_* and AIRFLOW_CONN_* variables).
+    component's environment (e.g. MOBILEDET_* and AIRFLOW_CONN_* variables). `extra_users`
+    adds SimpleAuthManager users besides the admin, name -> role (viewer, user, op, admin),
+    each with a password in the passwords file (`ensure_password`; `user_password` reads it).
     """
 
     home: Path
@@ -60,6 +64,7 @@ class AirflowSettings:
     worker_log_port: int | None = None   # None = a free port (the default 8793 may be taken)
     trigger_log_port: int | None = None  # None = a free port (the default 8794 may be taken)
     extra_env: dict = field(default_factory=dict)
+    extra_users: dict = field(default_factory=dict)   # name -> role, besides `username`
     #: the Airflow pool of the heavy tasks (MOBILEDET_POOL, include/deploy/task_policy.py),
     #: created with as many slots as the workers have; None: no pool (default_pool)
     heavy_pool: str | None = "mobiledet"
@@ -92,6 +97,12 @@ class AirflowSettings:
     def passwords_file(self) -> Path:
         return Path(self.home) / "simple_auth_manager_passwords.json.generated"
 
+    @property
+    def users(self) -> dict[str, str]:
+        """Every SimpleAuthManager user, name -> role: the admin first, then `extra_users`."""
+        return {self.username: "admin", **{str(k): str(v) for k, v in self.extra_users.items()
+                                           if k != self.username}}
+
     def validate(self) -> None:
         if self.executor_class not in ("LocalExecutor", PRELOADING_LOCAL, "CeleryExecutor"):
             raise ConfigError(f"executor {self.executor!r} is not supported here.",
@@ -112,6 +123,28 @@ class AirflowSettings:
         if not 0 < int(self.port) < 65536:
             raise ConfigError(f"port {self.port} is not a TCP port.", where="--port",
                               fix="use a port between 1 and 65535, e.g. 8080.")
+        for name, role in self.extra_users.items():
+            if name == self.username:
+                raise ConfigError(f"user {name!r} is the admin already.",
+                                  where="extra_users", fix="give the extra user another name.")
+            if not name or any(c in str(name) for c in ",: "):
+                raise ConfigError(f"user name {name!r} is empty or has a comma, colon or "
+                                  "space.", where="extra_users",
+                                  fix="use letters, digits, dots, dashes or underscores.")
+            if str(role).lower() not in SIMPLE_AUTH_ROLES:
+                raise ConfigError(f"user {name!r} has role {role!r}, which SimpleAuthManager "
+                                  "does not know.", where="extra_users",
+                                  fix=f"use one of {', '.join(SIMPLE_AUTH_ROLES)}.")
+
+
+def _read_passwords(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text() or "{}")
+    except ValueError as exc:
+        raise ConfigError(f"{path} is not JSON ({exc}).", where=str(path),
+                          fix="delete the file; a new password is then generated.") from exc
 
 
 def ensure_password(settings: AirflowSettings) -> str:
@@ -119,24 +152,30 @@ def ensure_password(settings: AirflowSettings) -> str:
 
     SimpleAuthManager keeps `{"user": "password"}` in AIRFLOW_HOME's passwords file and only
     generates passwords for users missing from it, so writing the file first fixes the login.
+    Each of `extra_users` missing from the file gets a new random password there too (one
+    already there is kept); `user_password` reads it.
     """
     path = settings.passwords_file
-    passwords = {}
-    if path.is_file():
-        try:
-            passwords = json.loads(path.read_text() or "{}")
-        except ValueError as exc:
-            raise ConfigError(f"{path} is not JSON ({exc}).", where=str(path),
-                              fix="delete the file; a new password is then generated.") from exc
+    passwords = _read_passwords(path)
+    before = dict(passwords)
     password = settings.password or passwords.get(settings.username) \
         or secrets.token_urlsafe(12)
-    if passwords.get(settings.username) != password:
-        passwords[settings.username] = password
+    passwords[settings.username] = password
+    for name in settings.extra_users:
+        if name != settings.username and not passwords.get(name):
+            passwords[name] = secrets.token_urlsafe(12)
+    if passwords != before:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(passwords) + "\n")
         path.chmod(0o600)
     settings.password = password
     return password
+
+
+def user_password(settings: AirflowSettings, name: str) -> str:
+    """The password of user `name` (the admin or one of `extra_users`), made if missing."""
+    ensure_password(settings)
+    return _read_passwords(settings.passwords_file)[name]
 
 
 #: How the task supervisor (Airflow 3's, in every LocalExecutor and Celery worker slot) waits.
@@ -180,7 +219,8 @@ def airflow_environment(settings: AirflowSettings,
         "AIRFLOW__API_AUTH__JWT_SECRET": jwt,
         "AIRFLOW__API__SECRET_KEY": env.get("AIRFLOW__API__SECRET_KEY") or jwt,
         "AIRFLOW__CORE__AUTH_MANAGER": SIMPLE_AUTH_MANAGER,
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{settings.username}:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(
+            f"{name}:{str(role).lower()}" for name, role in settings.users.items()),
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(settings.passwords_file),
         "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(settings.worker_log_port),
