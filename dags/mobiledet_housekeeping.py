@@ -6,6 +6,11 @@ files go after `retention.keep_runs_days`, their reports and failure records aft
 `retention.keep_failures_days`; a run the checkpoint ledger still holds is never touched. The
 ledger's queue markers are repaired on the way (a crash between a record and its marker).
 
+channel_rules: each rule of the config's `channel_rules` (e.g. `{from: canary, to: stable,
+after_hours: 24}`) promotes what the source channel has named for that long without a yank to
+the target channel, recorded in the store's audit log as a promote by "housekeeping" with the
+rule as its reason.
+
 The same as `mobiledet prune --store URI`. Settings: the pipeline config (MOBILEDET_CONFIG,
 `retention`), the store (MOBILEDET_STORE); the schedule MOBILEDET_HOUSEKEEPING_SCHEDULE
 (default @daily, `off` for none). Trigger it with conf {"dry_run": true} to see what would go.
@@ -47,4 +52,25 @@ with DAG(
                 "runs_deleted": [r["run_id"] for r in result["runs"]["deleted"]],
                 "runs_trimmed": [r["run_id"] for r in result["runs"]["trimmed"]]}
 
+    @task(retries=2)
+    def channel_rules(params=None) -> list[dict]:
+        from include.config import load_config
+        from include.store import open_store
+        from include.store.registry import Releases
+
+        config = load_config(params.get("config") or None)
+        if not config.channel_rules or params.get("dry_run"):
+            return []
+        releases = Releases(open_store(config.store_uri, conn_id=config.conn_id),
+                            config.model_name, channels=config.channels)
+        moved = []
+        for rule in config.channel_rules:
+            for entry in releases.auto_promote(rule.source, rule.target, rule.after_hours):
+                moved.append({"from": rule.source, "to": rule.target,
+                              "version": entry.get("version"), "seq": entry.get("seq"),
+                              "variant": entry.get("variant"),
+                              "precision": entry.get("precision")})
+        return moved
+
     prune()
+    channel_rules()

@@ -21,15 +21,22 @@ lists, waits and de-duplicates. A training folder's steps are reported one landi
 (``checkpoint_uri`` = ``folder/model.ckpt-N``, kind ``"tfod-training"``); its small files (the
 state file, pipeline.config, each step's index) are read once per version.
 
-**Fires once per new checkpoint, per trigger instance.** The trigger keeps the landings it has
-reported (folder + marker ETag/mtime) in memory. A checkpoint already in the store when the
-trigger first lists it *is* reported once (``report_existing=True``, the default), so a
-triggerer restart re-reports what is there. That is on purpose: nothing landed while the
-triggerer was down is lost, and the DAG's first task takes a durable claim per checkpoint in
-the artifact store, so a repeated run ends at once as "already claimed". The in-memory set only
-keeps a stream of runs from starting; the claim is the exactly-once guarantee. Pass
-``report_existing=False`` to report only what lands after the first listing, and ``known`` to
-skip named checkpoints. A checkpoint rewritten in the same folder (new marker) is a new landing.
+**With a ledger (``ledger_store_uri``; what the pipeline's DAG passes) each landing is
+reported once, across restarts.** A landing (the place and the marker's ETag or mtime) is
+first recorded in the checkpoint ledger (`include.store.ledger`, in the artifact store) by a
+conditional write; only a landing the ledger did not hold yet becomes an event, with the
+record's id (``ledger_id``). At start the trigger reads the ledger's list of landings once
+(``seen/``, small), so a restarted triggerer reports nothing it already recorded, and two
+triggerers never both win a record. The event only wakes the scheduler: the DAG's first task
+claims its work from the ledger (a batch of claimable records, leased), so a folded, dropped or
+duplicated event strands nothing, and every ``sweep_interval`` seconds the trigger also emits a
+``{"sweep": true}`` event when the ledger holds claimable work (the safety net).
+
+Without a ledger it keeps the landings it reported in memory: a checkpoint already in the store
+when the trigger first lists it is reported once (``report_existing=True``, the default), so
+a restart re-reports what is there. Pass ``report_existing=False`` to report only what lands
+after the first listing, and ``known`` to skip named checkpoints. A checkpoint rewritten in the
+same folder (new marker) is a new landing.
 
 **A local store wakes the poll early.** Between listings of a local folder the trigger waits on
 the kernel's file notifications (inotify, through watchfiles' RustNotify) as well as the poll
@@ -38,9 +45,9 @@ up to ``poll_interval`` later. Where notifications are not delivered (a network 
 written from another host) or cannot be set up (inotify watch limit), the poll interval still
 lists the store; ``notify=False`` turns it off. S3 stores are polled.
 
-Landings are reported at least ``event_spacing`` seconds apart (5): Airflow 3.3's scheduler gives
-a run only the asset events up to the moment it queued that run, so two events in the same
-instant would start one run and leave the second checkpoint waiting for the next landing.
+Landings may be spaced ``event_spacing`` seconds apart (default 0: with the ledger a run claims
+every claimable checkpoint, whatever events started it, so spacing buys nothing; it mattered
+when each run converted only the checkpoints its own events named).
 
 Keep the constructor arguments constant in the DAG file: the triggerer identifies a watcher's
 trigger by its serialized arguments, so arguments that change at each parse restart it.

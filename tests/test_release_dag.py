@@ -68,3 +68,37 @@ def test_release_cli_yank_history_restore(tmp_path):
     assert pointer(store, "mobiledet", "edgetpu", "int8")["version"] == v2
     bad = cli("promote", v2, "--channel", "prod")
     assert bad.returncode == 2 and "'prod'" in bad.stderr and "Fix:" in bad.stderr
+
+
+def test_housekeeping_applies_the_channel_rules(tmp_path, airflow_db):
+    """A canary that has named a release for longer than the rule's hours without a yank is
+    promoted to stable by mobiledet_housekeeping; a fresher canary is not."""
+    import datetime as dt
+
+    from include.store import ArtifactStore
+    from include.store.registry import Releases
+
+    store_dir = tmp_path / "store"
+    store = ArtifactStore(str(store_dir))
+    v1, v2 = _publish(store, 0), _publish(store, 1)
+    long_ago = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=30)
+    Releases(store, "mobiledet", clock=lambda: long_ago).promote(
+        v1, "canary", "edgetpu", "float32", who="alice", reason="canary")
+    Releases(store, "mobiledet").promote(v2, "canary", "edgetpu", "int8", who="alice",
+                                         reason="canary, fresh")
+    config = tmp_path / "pipeline.json"
+    config.write_text(json.dumps({"store_uri": str(store_dir), "channels": ["canary", "stable"],
+                                  "channel_rules": [{"from": "canary", "to": "stable",
+                                                     "after_hours": 24}]}))
+    spec = importlib.util.spec_from_file_location("mobiledet_housekeeping",
+                                                  REPO / "dags" / "mobiledet_housekeeping.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    run = module.dag.test(run_conf={"config": str(config)})
+    assert str(run.state) == "success"
+    stable = store.read_json("mobiledet/channels/stable/edgetpu/float32.json")
+    assert stable["version"] == v1
+    assert not store.exists("mobiledet/channels/stable/edgetpu/int8.json")
+    [entry] = [e for e in Releases(store, "mobiledet").history()
+               if e["action"] == "promote" and e["who"] == "housekeeping"]
+    assert "canary named it for 30.0 h" in entry["reason"]
