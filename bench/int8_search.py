@@ -169,7 +169,7 @@ def main(argv=None) -> int:
                      float_layers, "PASS" if drop <= max_drop + 1e-9 else "FAIL",
                      mapped_verdict(tpu)))
     if not result["passed"]:
-        rows.append((f"int8 (search), outlier", "-", "-", "-", "-", "-", "-",
+        rows.append(("int8 (search), outlier", "-", "-", "-", "-", "-", "-",
                      "no candidate passed", "-"))
     print()
     print(f"checkpoint {ckpt} ({meta_text(ckpt)}); evaluated on {data} "

@@ -45,7 +45,6 @@ import fnmatch
 import re
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 

@@ -222,8 +222,8 @@ def _check_init(init_meta, init, variant, num_classes, input_size, depth_multipl
     kind = "QAT" if init_meta["qat"] else "float"
     if init_meta["qat"] and not qat:
         raise CheckpointError(
-            f"the init checkpoint is a QAT checkpoint; float training cannot start from "
-            f"fake-quantised (BatchNorm-folded) weights.", where=where,
+            "the init checkpoint is a QAT checkpoint; float training cannot start from "
+            "fake-quantised (BatchNorm-folded) weights.", where=where,
             fix="pass the float checkpoint it was fine-tuned from as --init, or add --qat to "
                 "continue quantization-aware training.")
     wanted = {"variant": variant, "num_classes": num_classes, "input_size": input_size,
