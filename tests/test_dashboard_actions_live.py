@@ -243,3 +243,80 @@ def _result_text(body: str) -> str:
 
     found = re.search(r'id="action-result"[^>]*>(.*?)</p>', body, re.S)
     return html.unescape(found.group(1)) if found else body[:1500]
+
+
+# --------------------------------------------------------------------------------------------
+# Slow: the rendered buttons, clicked in headless Chromium
+# --------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def chrome(tmp_path_factory):
+    from browser import start_chrome
+
+    driver = start_chrome(tmp_path_factory.mktemp("chromium-actions"))
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _sign_in(chrome, live: dict, user: str) -> None:
+    """The UI's sign-in leaves the JWT in the `_token` cookie: put it there for `user`."""
+    chrome.delete_all_cookies()
+    chrome.get(f"{live['base']}/api/v2/monitor/health")   # a page of the origin, no login
+    chrome.add_cookie({"name": "_token", "path": "/",
+                       "value": _token(live["base"], user, live["passwords"][user])})
+
+
+def _click(chrome, live: dict, version: str, action: str, reason: str | None = None) -> dict:
+    """Open the release page, press the `action` button (typing `reason` first); the result."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    chrome.get(f"{live['base']}/mobiledet/releases/{version}")
+    form = chrome.find_element(
+        By.XPATH, f'//div[@id="actions"]//form[input[@name="action" and @value="{action}"]]')
+    if reason is not None:
+        form.find_element(By.NAME, "reason").send_keys(reason)
+    form.find_element(By.TAG_NAME, "button").click()
+    result = WebDriverWait(chrome, HTTP_TIMEOUT_S).until(
+        ec.presence_of_element_located((By.ID, "action-result")))
+    return {"ok": result.get_attribute("data-ok") == "1", "text": result.text,
+            "title": chrome.find_element(By.TAG_NAME, "h1").text,
+            "links": [a.get_attribute("href") for a in chrome.find_elements(By.TAG_NAME, "a")]}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_the_real_buttons_in_chromium(live, chrome):
+    """Restore of a yanked release by its button: refused for the viewer (the page says why),
+    done for the admin (the run succeeds as admin and the pointer comes back)."""
+    from include.store.registry import Releases
+
+    store, client = live["store"], live["client"]
+    v1, v2 = live["versions"]
+    ops = Releases(store, "mobiledet")
+    if not store.exists(f"mobiledet/{v2}/yank.json"):     # run alone: yank it as the set-up
+        ops.yank(v2, who="test set-up", reason="set-up")
+    assert _latest(store) == v1
+    runs_before = _runs(live)
+
+    _sign_in(chrome, live, VIEWER)
+    refused = _click(chrome, live, v2, "restore")
+    assert not refused["ok"] and refused["title"] == "restore: refused (403)", refused
+    assert "you may not trigger mobiledet_release runs" in refused["text"] and \
+        "Ask an Airflow admin" in refused["text"], refused
+    time.sleep(3)
+    assert _runs(live) == runs_before and _latest(store) == v1
+
+    _sign_in(chrome, live, "admin")
+    done = _click(chrome, live, v2, "restore")
+    assert done["ok"] and done["title"] == "restore: requested", done
+    [link] = [h for h in done["links"] if f"/dags/{RELEASE_DAG}/runs/" in (h or "")]
+    run_id = urllib.parse.unquote(link.rsplit("/runs/", 1)[1])
+    run = client.wait_for_run(RELEASE_DAG, run_id, timeout=RUN_TIMEOUT_S, poll=1.0,
+                              fail_fast=True)
+    assert run["state"] == "success" and run.get("triggering_user_name") == "admin", run
+    assert _latest(store) == v2
+    assert ops.history(version=v2)[-1]["action"] == "restore"
+    assert ops.history(version=v2)[-1]["who"] == "admin (Airflow)"
