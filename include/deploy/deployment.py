@@ -1,7 +1,8 @@
 """What a deployment tells the DAG files, when they are parsed: the checkpoint store the landing
 watcher lists (MOBILEDET_CHECKPOINT_STORE, None when `off`), its connection and poll interval,
 the evaluation dataset and config file of runs started by a landing (MOBILEDET_DATA,
-MOBILEDET_CONFIG), and the artifact store (MOBILEDET_STORE) with the published-asset names.
+MOBILEDET_CONFIG), the devices that config lists (one benchmark task each), and the artifact
+store (MOBILEDET_STORE) with the published-asset names.
 
 The values come from the one settings object (include/settings.py, where every variable, its
 default and meaning are listed), validated there. Nothing heavy here.
@@ -44,6 +45,15 @@ def model_name(environ: Environ = None) -> str:
     from include.config import load_config
 
     return load_config(config_file(environ), environ=environ).model_name
+
+
+def devices(environ: Environ = None) -> list:
+    """The phones of the pipeline config file the deployment names (MOBILEDET_CONFIG), as
+    DeviceConfig entries (name, serial, delegates, queue, ...): the DAG gets a `device_<name>`
+    task on each one's queue. Empty without a config file or without `devices` in it."""
+    from include.config import load_config
+
+    return list(load_config(config_file(environ), environ=environ).devices)
 
 
 def evaluation_data(environ: Environ = None) -> str:
