@@ -5,6 +5,9 @@ plan (the run plan under the XCom key "plan") -> export (one per checkpoint) -> 
             convert -> check (evaluate vs float reference, validate contract, benchmark;
                               for integer EdgeTPU models also the Edge TPU stage: offline
                               op-mapping prediction + the compiler where installed)
+                    -> device_<name> (one per phone of the deployment's config, on that
+                                      phone's Celery queue: benchmark_model over adb per
+                                      delegate; none without `devices` in the config)
      -> gate (all_done: a failed model is rejected with its task's error, the rest decided)
      -> search (one per int8 model that failed the accuracy gate: other recipes; the choice
                 checked and gated like any model, in that task)
@@ -28,14 +31,17 @@ from airflow.sdk import DAG, Asset, AssetWatcher, Param, task, task_group
 
 from include.config import overrides_schema
 from include.deploy import deployment
-from include.deploy.task_policy import task_args
-from operators.pipeline import (ConvertModelOperator, ExportCheckpointOperator, GateOperator,
-                                PublishRunOperator, QualityCheckOperator, RunReportOperator)
+from include.deploy.task_policy import device_task_args, device_task_id, task_args
+from operators.pipeline import (ConvertModelOperator, DeviceBenchmarkOperator,
+                                ExportCheckpointOperator, GateOperator, PublishRunOperator,
+                                QualityCheckOperator, RunReportOperator)
 
 from operators.triggers import CheckpointLandingTrigger
 
 LABEL = "{{ mobiledet_label }}"
 CHECKPOINT_STORE = deployment.checkpoint_store()
+#: the phones of the deployment's config (MOBILEDET_CONFIG), read when the file is parsed
+DEVICES = deployment.devices()
 SCHEDULE = None
 if CHECKPOINT_STORE:
     SCHEDULE = [Asset(name="mobiledet_checkpoints", uri=CHECKPOINT_STORE, watchers=[
@@ -107,11 +113,18 @@ with DAG(
         # A mapped task group: a failed convert fails only its own check.
         converted = ConvertModelOperator(task_id="convert", plan=run, job=job,
                                          map_index_template=LABEL, **task_args("convert"))
-        QualityCheckOperator(task_id="check", plan=run, model=converted.output,
-                             map_index_template=LABEL, **task_args("check"))
+        checked = QualityCheckOperator(task_id="check", plan=run, model=converted.output,
+                                       map_index_template=LABEL, **task_args("check"))
+        for device in DEVICES:
+            # after a passed check only; Airflow cannot vary the queue per map index, so one
+            # task per phone, on the queue of the worker it is plugged into
+            checked >> DeviceBenchmarkOperator(
+                task_id=device_task_id(device.name), plan=run, model=converted.output,
+                device=device.name, map_index_template=LABEL, **device_task_args(device))
 
     models = model.expand(job=planned)
     decided = GateOperator(task_id="gate", plan=run, jobs=planned, check_task_id="model.check",
+                           device_task_ids=[f"model.{device_task_id(d.name)}" for d in DEVICES],
                            **task_args("gate"))
 
     @task

@@ -22,7 +22,7 @@ from operators.lineage import LineageMixin
 from operators.publish import emit_published
 
 __all__ = ["ExportCheckpointOperator", "ConvertModelOperator", "QualityCheckOperator",
-           "GateOperator", "PublishRunOperator", "RunReportOperator", "FINAL_DECISIONS_KEY"]
+           "DeviceBenchmarkOperator", "GateOperator", "PublishRunOperator", "RunReportOperator", "FINAL_DECISIONS_KEY"]
 
 #: the XCom key under which PublishRunOperator(search_task_id=...) leaves the final decisions
 FINAL_DECISIONS_KEY = "decisions"
@@ -146,21 +146,65 @@ class QualityCheckOperator(PlanStepOperator):
         kill_running()
 
 
+class DeviceBenchmarkOperator(PlanStepOperator):
+    """One checked model on one phone of the config (`device`: its name), with each of the
+    phone's delegates (TFLite's benchmark_model over adb; include/pipeline/steps/device.py).
+    Give it the phone's queue (include/deploy/task_policy.device_task_args), so it runs on
+    the Celery worker the phone is plugged into. A phone that cannot be used fails the task,
+    with a failure record the gate turns into "not measured" for that phone."""
+
+    template_fields = ("plan", "model")
+    ui_color = "#e8eefd"
+
+    def __init__(self, *, model: Any, device: str, adb: str = "adb", **kwargs):
+        super().__init__(**kwargs)
+        self.model = model
+        self.device = device
+        self.adb = adb
+
+    def run(self, context):
+        import socket
+
+        from include.pipeline.steps import device as device_step
+        from include.pipeline.steps.plan import as_model
+
+        model = as_model(self.model)
+        self.label(context, model.name)
+        self.log.info("benchmarking %s on device %s (queue %s) from worker %s", model.name,
+                      self.device, self.queue, socket.gethostname())
+        out = self.recorded(model, lambda: device_step.device_benchmarks(
+            self.run_plan, model, self.device, adb=self.adb), device_step.stage_of(self.device))
+        for record in out.get("benchmarks") or []:
+            fig = device_step.summary(record, self.device, record.get("delegate_requested"))
+            self.log.info("%s on %s (%s): %s ms [%s]", model.name, self.device,
+                          fig["delegate"], device_step.cell(fig), fig["status"])
+        self.ol_datasets = ([model.model_uri], [out.get("uri")] if out.get("uri") else [])
+        return out
+
+    def on_kill(self) -> None:
+        """A killed task must not leave benchmark_model running on the phone."""
+        from include.quality.device import kill_running
+        kill_running()
+
+
 class GateOperator(PlanStepOperator):
     """Every model's gate decision, with the numbers behind each check. Runs when its
     upstream tasks are done, failed or not (trigger_rule all_done): a model whose task failed
     is rejected with that task's error, and the others are still decided.
 
     `jobs` is the list the model tasks were mapped over; the check results (with their
-    `edgetpu` key) are pulled per map index of the check task (a failed index has none)."""
+    `edgetpu` key) are pulled per map index of the check task (a failed index has none), and
+    so are the results of the device tasks named in `device_task_ids`."""
 
     template_fields = ("plan", "jobs")
 
-    def __init__(self, *, jobs: Any, check_task_id: str = "model.check", **kwargs):
+    def __init__(self, *, jobs: Any, check_task_id: str = "model.check",
+                 device_task_ids: list[str] | None = None, **kwargs):
         kwargs.setdefault("trigger_rule", "all_done")
         super().__init__(**kwargs)
         self.jobs = jobs
         self.check_task_id = check_task_id
+        self.device_task_ids = list(device_task_ids or [])
 
     def run(self, context):
         from include.pipeline.steps.gate import gate
@@ -168,7 +212,10 @@ class GateOperator(PlanStepOperator):
 
         jobs = [as_job(j) for j in self.jobs or []]
         checks = _pull_mapped(context, self.check_task_id, len(jobs))
-        return gate(self.run_plan, jobs, checks, [c.get("edgetpu") for c in checks if c])
+        devices = [r for tid in self.device_task_ids
+                   for r in _pull_mapped(context, tid, len(jobs)) if r]
+        return gate(self.run_plan, jobs, checks, [c.get("edgetpu") for c in checks if c],
+                    devices)
 
 
 def _pull_mapped(context, task_id: str, n: int) -> list:
