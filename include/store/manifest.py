@@ -28,6 +28,9 @@ Rules
   that finished last), each by compare-and-set (:meth:`ArtifactStore.update_json`), so a slow publisher
   of an older release never moves a pointer back. A re-run finishes a publish that stopped
   between its manifest and its pointers.
+
+Each model entry (published or rejected) may carry ``device_benchmarks``: its figures on the
+phones of the config, one per device and delegate (see `_split_devices`).
 """
 from __future__ import annotations
 
@@ -120,6 +123,26 @@ def _check_artifacts(artifacts: list[dict]) -> list[dict]:
                                      where=f"{where}.files.{name}", fix="pass a string or dict.")
         out.append(entry)
     return out
+
+
+def _split_devices(entry: dict, metrics: dict | None) -> tuple[dict, dict]:
+    """(the entry's metrics without the device list, {"device_benchmarks": [...]} or {}).
+
+    The phones' figures (include/pipeline/steps/device.py) come as the entry's
+    ``device_benchmarks``, or inside its metrics; the manifest keeps them at the entry's top
+    level, one item per (device, delegate): device, delegate, latency_ms (None when the
+    figure is not that delegate's own), status, phone, android, fallback, ... The metrics keep
+    the short form ``device_latency_ms`` ({"device/delegate": ms})."""
+    metrics = dict(metrics or {})
+    found = metrics.pop("device_benchmarks", None)
+    found = entry.get("device_benchmarks") or found
+    return metrics, ({"device_benchmarks": plain(list(found))} if found else {})
+
+
+def _rejected_entry(e: dict) -> dict:
+    metrics, devices = _split_devices(e, e.get("metrics"))
+    return {"variant": e["variant"], "precision": e["precision"], "reasons": _reasons(e),
+            "metrics": plain(metrics), "decision": plain(e.get("decision") or {}), **devices}
 
 
 def _check_json(what: str, obj: Any) -> None:
@@ -313,13 +336,15 @@ def publish_release(store: ArtifactStore, model_name: str, version: str, artifac
         for entry in passed:
             files = _copy_entry(store, layout.release_model_folder(
                 model, version, publisher, entry["variant"], entry["precision"]), entry)
+            metrics, devices = _split_devices(entry, _metrics_of(store, entry, files))
             published_entries.append({
                 "variant": entry["variant"],
                 "precision": entry["precision"],
                 "path": f"{publisher}/{entry['variant']}/{entry['precision']}",
                 "files": files,
-                "metrics": plain(_metrics_of(store, entry, files)),
+                "metrics": plain(metrics),
                 "decision": plain(entry.get("decision") or {}),
+                **devices,
             })
         manifest = {
             "schema": MANIFEST_SCHEMA,
@@ -334,9 +359,7 @@ def publish_release(store: ArtifactStore, model_name: str, version: str, artifac
                        "size": f["size"], "sha256": f["sha256"]}
                       for e in published_entries for f in e["files"].values()],
             "published": published_entries,
-            "rejected": [{"variant": e["variant"], "precision": e["precision"],
-                          "reasons": _reasons(e), "metrics": plain(e.get("metrics") or {}),
-                          "decision": plain(e.get("decision") or {})} for e in rejected],
+            "rejected": [_rejected_entry(e) for e in rejected],
             "decisions": decisions,
         }
         # The one decision: from here on exactly one publisher's manifest is the release.

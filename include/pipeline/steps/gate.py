@@ -20,13 +20,57 @@ EDGETPU_KEYS = ("status", "message", "ops_total", "ops_on_tpu", "ops_on_cpu", "u
                 "prediction")
 
 
-def gate(run: RunPlan, jobs: list[Job], checks: list[dict], edgetpu: list[dict]) -> list[dict]:
-    """The decided entries of `jobs`, in plan order (see the module doc)."""
+def gate(run: RunPlan, jobs: list[Job], checks: list[dict], edgetpu: list[dict],
+         devices: list[dict] | None = None) -> list[dict]:
+    """The decided entries of `jobs`, in plan order (see the module doc). `devices`: the
+    device tasks' results (include.pipeline.steps.device.device_benchmarks; None entries for
+    tasks that left none)."""
     from include.pipeline.steps.plan import as_job
 
     run, jobs = RunPlan.of(run), [as_job(j) for j in jobs]
     with task_meter("gate", run) as meter:
-        return _gate(run, jobs, checks, edgetpu, meter)
+        out = _gate(run, jobs, checks, edgetpu, meter)
+        if run.config.devices:
+            with meter.part("devices"):
+                out = [with_devices(run, d, devices or []) for d in out]
+        return out
+
+
+def with_devices(run: RunPlan, decided: dict, devices: list[dict]) -> dict:
+    """`decided` with its device figures (`device_benchmarks`) and, when it was gated, one
+    device_latency check per configured device and delegate in its decision."""
+    from dataclasses import asdict
+
+    from include.gates import device_latency_check
+    from include.pipeline.steps import device as device_step
+
+    mine = {r["device"]: r for r in devices
+            if r and (r.get("ckpt_id"), r.get("precision")) == _key(decided)}
+    reasons = {}
+    for dev in run.config.devices:
+        if dev.name not in mine:
+            reasons[dev.name] = failure_reason(run, (device_step.stage_of(dev.name),), decided)
+    found = device_step.figures(run, mine, reasons)
+    benchmarks = [{k: v for k, v in f.items() if k != "_record"} for f in found]
+    # the model's metrics (and so the manifest entry, include/store/manifest.py) carry them
+    metrics = {**(decided.get("metrics") or {}), "device_benchmarks": benchmarks,
+               "device_latency_ms": {f"{f['device']}/{f['delegate']}": f["latency_ms"]
+                                     for f in found}}
+    out = {**decided, "device_benchmarks": benchmarks, "metrics": metrics}
+    _store_figures(run, decided, benchmarks)
+    if decided.get("failed"):
+        return out
+    decision = dict(decided["decision"])
+    checks, why = list(decision.get("checks") or []), list(decision.get("reasons") or [])
+    configs = {d.name: d for d in run.config.devices}
+    for f in found:
+        check = device_latency_check(configs[f["device"]], f["_record"])
+        checks.append(asdict(check))
+        if not check.passed:
+            why.append(f"too slow on {f['device']}: {check.detail}")
+    passed = decided["passed"] and all(c.get("passed", True) for c in checks)
+    decision.update(checks=checks, reasons=why, passed=passed)
+    return {**out, "decision": decision, "passed": passed}
 
 
 def _key(d) -> tuple:
@@ -89,6 +133,19 @@ def _gate(run: RunPlan, jobs: list[Job], checks: list[dict], edgetpu: list[dict]
                         "baseline": {"version": baseline["version"] if baseline else None,
                                      "reason": why}})
     return out
+
+
+def _store_figures(run: RunPlan, decided: dict, benchmarks: list[dict]) -> None:
+    """The model's metrics.json (published with it) gains its device figures."""
+    if not decided.get("metrics_uri"):
+        return
+    try:
+        key = run.store.key_of(decided["metrics_uri"])
+        doc = run.store.read_json(key)
+        doc["devices"] = benchmarks
+        run.store.write_json(key, doc)
+    except Exception:  # noqa: BLE001 - the decision does not depend on it
+        pass
 
 
 def against_reference(run: RunPlan, checked: dict, meter) -> dict:

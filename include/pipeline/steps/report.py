@@ -17,7 +17,11 @@ STAGES_NOTE = ("wall_s, cpu_s and peak_rss_mb per task, measured by the task its
                "real executor each task is its own process and peak_rss_mb is the task's; under "
                "dag.test (mobiledet run) every task shares one process, so peak_rss_mb is that "
                "process's peak while the task ran, including what earlier tasks left loaded.")
-RESULT_COLUMNS = ["model", "size MB", "metric", "drop vs float", "latency ms", "x float32",
+#: "host CPU ms" is the LiteRT interpreter's mean on the machine that ran the check; each
+#: phone of the config gets a column of its own after it ("<device> ms", one figure per
+#: delegate), from its device task (include/pipeline/steps/device.py)
+HOST_COLUMN = "host CPU ms"
+RESULT_COLUMNS = ["model", "size MB", "metric", "drop vs float", HOST_COLUMN, "x float32",
                   "CPU delegate", "Edge TPU ops", "gate"]
 #: the DAG task each step's cost record belongs to (the Edge TPU step runs inside the check)
 TASK_OF_STAGE = {"edgetpu": "model.check", "convert": "model.convert", "check": "model.check"}
@@ -25,7 +29,35 @@ TASK_OF_STAGE = {"edgetpu": "model.check", "convert": "model.convert", "check": 
 
 def task_id(record: dict) -> str:
     stage = str(record.get("stage"))
+    if stage.startswith("device_"):
+        return f"model.{stage}"
     return TASK_OF_STAGE.get(stage, stage)
+
+
+def result_columns(metric: str, devices: list[str] | None = None) -> list[str]:
+    """The results table's header: RESULT_COLUMNS with the metric's name and a column per
+    device (by name) after the host CPU's."""
+    cols = [c if c != "metric" else metric for c in RESULT_COLUMNS]
+    at = cols.index(HOST_COLUMN) + 1
+    return cols[:at] + [f"{name} ms" for name in devices or []] + cols[at:]
+
+
+def device_cells(d: dict, devices: list[str]) -> list[str]:
+    """One cell per device: its figure ("12.3"), or one per delegate ("cpu 12.3, gpu 4.1"),
+    "not measured" where there is none (a fallback's figure is marked as such)."""
+    from include.pipeline.steps.device import cell
+
+    found = d.get("device_benchmarks") or []
+    out = []
+    for name in devices:
+        mine = [f for f in found if f.get("device") == name]
+        if not mine:
+            out.append("-")
+        elif len(mine) == 1:
+            out.append(cell(mine[0]))
+        else:
+            out.append(", ".join(f"{f.get('delegate')} {cell(f)}" for f in mine))
+    return out
 
 
 def _duration_s(stages: list[dict]) -> float | None:
@@ -44,7 +76,9 @@ def _num_text(value, fmt: str, scale: float = 1.0) -> str:
     return "-" if value is None else format(value / scale, fmt)
 
 
-def result_rows(decided: list[dict], metric: str) -> list[list[Any]]:
+def result_rows(decided: list[dict], metric: str,
+                devices: list[str] | None = None) -> list[list[Any]]:
+    """The results table's rows (columns: `result_columns(metric, devices)`)."""
     rows = []
     for d in decided:
         e = d.get("edgetpu") or {}
@@ -61,6 +95,7 @@ def result_rows(decided: list[dict], metric: str) -> list[list[Any]]:
                      _num_text(value, ".3f") if not d.get("failed") or value is not None else "-",
                      "-" if drop is None else f"{drop:+.3f}",
                      _num_text(d.get("latency_ms"), ".1f"),
+                     *device_cells(d, devices or []),
                      ratio_text(d.get("latency_ratio_to_float32")),
                      delegate_cell(d.get("delegate")), tpu,
                      "PASS" if d["passed"] else "FAIL: " + "; ".join(reasons)])
@@ -99,8 +134,9 @@ def _report(run: RunPlan, decided: list[dict] | None, published: list[dict] | No
         metric = run.config.gates.metric
         gate_ran = decided is not None
         decided = list(decided or [])
-        rows = result_rows(decided, metric)
-        table = format_table(rows, [c if c != "metric" else metric for c in RESULT_COLUMNS])
+        devices = [dev.name for dev in run.config.devices]
+        rows = result_rows(decided, metric, devices)
+        table = format_table(rows, result_columns(metric, devices))
         with_jobs = {d["ckpt_id"] for d in decided}
         failed_ckpts = [{"ckpt_id": c.ckpt_id, "uri": c.uri,
                          "reason": failure_reason(run, ("export",), c)}
@@ -124,6 +160,9 @@ def _report(run: RunPlan, decided: list[dict] | None, published: list[dict] | No
     doc = {"run_id": run.run_id, "metric": metric, "store": run.config.store_uri,
            "model_name": run.config.model_name, "checkpoints": checkpoints,
            "warnings": run.warnings, "models": decided,
+           "devices": [{"name": dev.name, "serial": dev.serial, "delegates": dev.delegates,
+                        "queue": dev.queue, "max_device_latency_ms": dev.max_device_latency_ms}
+                       for dev in run.config.devices],
            "published": published or [], "failed_checkpoints": failed_ckpts,
            "already_claimed": run.already_claimed, "ledger": settled,
            "problems": problems, "table": table, "stages": stages,
