@@ -123,6 +123,48 @@ def cell_of(entry: dict, state: str) -> dict:
     }
 
 
+def device_figures(items) -> list[dict]:
+    """A model's phone benchmarks (the manifest entry's or report model's
+    ``device_benchmarks``) as the pages show them: device, delegate, latency_ms (the
+    delegate's own figure, else None), text ("12.3 ms", "12.3 ms, fell back to xnnpack", "not
+    measured: why"), status."""
+    out = []
+    for f in items or []:
+        if not isinstance(f, dict):
+            continue
+        value, measured = num(f.get("latency_ms")), num(f.get("measured_latency_ms"))
+        fallback = f.get("fallback") if isinstance(f.get("fallback"), dict) else {}
+        errors = [str(e) for e in f.get("errors") or []]
+        if value is not None:
+            text = f"{value:.1f} ms"
+        elif measured is not None and fallback.get("to"):
+            text = f"{measured:.1f} ms, fell back to {fallback['to']}"
+        else:
+            text = "not measured" + (f": {errors[0]}" if errors else "")
+        out.append({"device": str(f.get("device")), "delegate": str(f.get("delegate")),
+                    "latency_ms": value, "text": text, "status": f.get("status"),
+                    "phone": f.get("phone"), "android": f.get("android")})
+    return out
+
+
+def device_columns(rows) -> list[str]:
+    """The device names of a page's models, in first-seen order (one column each)."""
+    names: list[str] = []
+    for row in rows:
+        for f in row.get("devices") or []:
+            if f["device"] not in names:
+                names.append(f["device"])
+    return names
+
+
+def by_device(figures: list[dict], name: str) -> str:
+    """One device's cell: its figure, or one per delegate ("cpu 12.3 ms; gpu 4.1 ms")."""
+    mine = [f for f in figures if f["device"] == name]
+    if len(mine) == 1:
+        return mine[0]["text"]
+    return "; ".join(f"{f['delegate']} {f['text']}" for f in mine) or "-"
+
+
 def latency_ratio_of(decision: dict, metrics: dict) -> float | None:
     """An integer model's latency against its float32 model (the gate's latency_ratio check,
     else the metrics' latency_ratio_to_float32); None when not measured."""

@@ -7,8 +7,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from include.dashboard.cells import (PRECISION_ORDER, VARIANT_ORDER, cell_of, flatten, models_of,
-                                     order, pair_name)
+from include.dashboard.cells import (PRECISION_ORDER, VARIANT_ORDER, cell_of, device_figures,
+                                     flatten, models_of, order, pair_name)
 from include.dashboard.safety import NotFound, check_name
 from include.errors import StoreError
 from include.store import layout
@@ -178,6 +178,11 @@ class ReleasePages:
                            if isinstance(validation.get("expectations"), list) else None}
             if validation else None,
             "edgetpu_table": edgetpu,
+            # the phones' figures beside the host CPU's (the manifest entry's, else the
+            # metrics.json the gate added them to)
+            "devices": device_figures(entry.get("device_benchmarks")
+                                      or (metrics_doc.get("devices")
+                                          if isinstance(metrics_doc, dict) else None)),
             "data_docs": docs,
             "pictures": pictures,
         }

@@ -4,7 +4,8 @@ rejected, and one run in detail. A mixin of `StoreReader`.
 from __future__ import annotations
 
 
-from include.dashboard.cells import STAGE_ORDER, num, pair_name, run_sort_key
+from include.dashboard.cells import (STAGE_ORDER, by_device, device_columns, device_figures,
+                                     num, pair_name, run_sort_key)
 from include.dashboard.safety import NotFound, check_name
 from include.errors import StoreError
 from include.store import layout
@@ -131,8 +132,16 @@ class RunPages:
                            "edgetpu": {"status": e.get("status"), "ops_total": e.get("ops_total"),
                                        "ops_on_tpu": e.get("ops_on_tpu")} if e else None,
                            "reasons": [str(r) for r in
-                                       (m.get("decision") or {}).get("reasons") or []]})
+                                       (m.get("decision") or {}).get("reasons") or []],
+                           "devices": device_figures(m.get("device_benchmarks"))})
+        # a column per phone beside the host CPU's figure
+        columns = [str(d.get("name")) for d in (report or {}).get("devices") or []
+                   if isinstance(d, dict) and d.get("name")]
+        columns += [n for n in device_columns(models) if n not in columns]
+        for m in models:
+            m["device_cells"] = [by_device(m["devices"], n) for n in columns]
         return {**summary, "table": (report or {}).get("table"), "entries": models,
+                "device_columns": columns,
                 "checkpoints": [{k: c.get(k) for k in ("ckpt_id", "uri", "variant", "qat",
                                                        "fingerprint", "kind")}
                                 for c in (report or {}).get("checkpoints") or []
