@@ -394,8 +394,9 @@ class Soak:
                 self.note(f"burst {burst} landed", paths=paths)
                 continue
             # the triggerer restart: while the second burst (or the only one) is being read
-            # (after the re-landing, given the running watcher 15 s to notice it first: see
-            # the "relanding" finding)
+            # (after the re-landing, given the running watcher 15 s to notice it: the watcher
+            # must record the same bytes landed again at the same place by itself, not only
+            # after a restart; a re-landing recorded only after the restart is a problem)
             if restarts < plan.triggerer_restarts and burst >= min(1, plan.bursts - 1) and \
                     now - last_burst_at >= 3 and (truncated is None or (
                         relanded is not None and now - relanded_mono >= 15)):
@@ -562,13 +563,13 @@ class Soak:
             if again and restarted and restarted < relanded:
                 pass
             elif again and restarted and again[0] >= restarted:
-                findings.append(
+                problems.append(
                     f"the good re-landing of {truncated} (same path, same checkpoint.json "
                     f"bytes) was recorded {noticed} s after it landed, only after the "
                     f"triggerer restart ({(restarted - relanded).total_seconds():.1f} s after "
                     "it): the running watcher did not notice it")
             elif not again:
-                findings.append(f"the good re-landing of {truncated} was never recorded")
+                problems.append(f"the good re-landing of {truncated} was never recorded")
         figures = {
             "records": len(records), "published": len(published),
             "rejected": sum(r.get("state") == "rejected" for r in records.values()),

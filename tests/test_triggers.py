@@ -617,3 +617,28 @@ def test_the_sweep_starts_a_run_for_work_no_run_took(tmp_path):
         await d.quiet(0.6)
 
     drive(_trigger(str(ckpts), ledger_store_uri=str(models), sweep_interval=0.2), scenario)
+
+
+def test_the_same_bytes_landed_again_at_one_place_are_a_new_landing(s3_server, s3_bucket,
+                                                                    tmp_path):
+    """S3 keeps the ETag of an object written again with the same bytes: the running watcher
+    still sees the folder copied again (the fix a failed checkpoint's error gives) as a new
+    landing, recorded in the ledger, without a restart."""
+    from include.store import ArtifactStore
+    from include.store.ledger import Ledger
+
+    writer = S3Writer(s3_server, s3_bucket)
+    body = json.dumps(_meta(fp="5" * 64)).encode()
+    models = tmp_path / "models"
+
+    async def scenario(d):
+        writer.put("a/checkpoint.json", body)
+        first = await d.next()
+        await asyncio.sleep(1.1)                 # S3's LastModified has 1 s resolution
+        writer.put("a/checkpoint.json", body)    # the same bytes: the same ETag
+        await d.quiet(1.5)                       # the same checkpoint: recorded, no new work
+        record = Ledger(ArtifactStore(str(models)), "mobiledet").get("5" * 64)
+        assert len(record["landings"]) == 2, record["landings"]
+        assert first["ledger_id"] == record["id"]
+
+    drive(_trigger(writer.uri, ledger_store_uri=str(models), sweep_interval=0), scenario)

@@ -27,8 +27,9 @@ seen half-done.
   named by its prefix (``folder/model.ckpt-N``); its marker is the step's index file and its
   tag the step's fingerprint. A training job that keeps going lands one checkpoint per step.
 
-A checkpoint's identity for de-duplication is (folder, marker tag): a checkpoint written again
-in the same folder (a new checkpoint.json, a new _SUCCESS) is a new landing.
+A checkpoint's identity for de-duplication is (folder, marker tag, marker modification time): a
+checkpoint written again in the same folder (a new checkpoint.json, a new _SUCCESS, or the same
+bytes uploaded again) is a new landing.
 """
 from __future__ import annotations
 
@@ -60,7 +61,10 @@ class Landed:
 
     @property
     def identity(self) -> tuple[str, str]:
-        return (self.key, self.marker_tag)
+        """(folder, landing tag): the ledger's own landing identity, so a folder copied again
+        with the same bytes (same S3 ETag, a new modification time) is a new landing for the
+        watcher too, as the ledger and the error's fix ("copy the folder again") expect."""
+        return (self.key, landing_tag(self))
 
 
 def _as_entry(item) -> Entry:
