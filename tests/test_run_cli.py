@@ -23,7 +23,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 REPO = Path(__file__).resolve().parents[1]
 MAX_LINES = 60
-COLUMNS = ["model", "size MB", "AP50", "drop vs float", "latency ms", "Edge TPU ops", "gate"]
+COLUMNS = ["model", "size MB", "AP50", "drop vs float", "host CPU ms", "x float32", "CPU delegate",
+           "Edge TPU ops", "gate"]
 FAST = ["--set", "calibration_count=4", "--set", "benchmark_runs=3", "--set",
         "benchmark_warmup=1", "--set", "threads=2"]
 
